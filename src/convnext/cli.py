@@ -1,0 +1,48 @@
+"""The `convnext` command line: one sub-command per job, each in its own module.
+
+    convnext list                # every model with params and GMACs at 224²
+"""
+import argparse
+import importlib
+import os
+import sys
+
+# sub-command -> module that defines `add_arguments(parser)` and `run(args) -> int`
+COMMANDS = {
+    "list": "convnext.commands.list_models",
+}
+
+
+class CLIError(Exception):
+    """An error the user can fix: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convnext", description="ConvNeXt models: train, evaluate, convert, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.__doc__.strip().splitlines()[0],
+                                 description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
+        if os.environ.get("CONVNEXT_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"convnext {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"convnext {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Small layers shared by every ConvNeXt: channels-first LayerNorm and GRN.
+
+Drop path is torchvision's `StochasticDepth(p, "row")` (per-sample), so it is not redefined here.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an (N, C, H, W) tensor, each spatial position on its own.
+
+    Not GroupNorm(1, C): that would normalise over C, H and W together. Permuting to channels-last
+    and calling `F.layer_norm` keeps the fused kernel and lets autocast run it in float32, so fp16
+    inputs cannot overflow the variance.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__(num_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+
+class GRN(nn.Module):
+    """Global Response Normalization (ConvNeXt V2) on a channels-last (N, H, W, C) tensor.
+
+    gamma and beta start at zero, so a fresh GRN is the identity. Parameter shapes (1, 1, 1, C) follow
+    the official checkpoints.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The spatial L2 norm sums H*W squares: in fp16 that overflows, so take it in float32.
+        gx = torch.linalg.vector_norm(x.float(), ord=2, dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
+        nx = (gx / (gx.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+        return self.gamma * (x * nx) + self.beta + x
+
+
+def init_weights(module: nn.Module) -> None:
+    """The official initialisation: trunc-normal(std 0.02) conv/linear weights, zero biases."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
+    """Raise a ValueError naming the expected shape instead of a shape error deep inside."""
+    if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f"expected input of shape (N, {in_chans}, H, W) with H, W >= {min_size}, "
+            f"got {tuple(x.shape)}"
+        )
