@@ -5,12 +5,17 @@
 """
 from . import variants  # noqa: F401  (registers the model family)
 from .backbone import ConvNeXtBackbone
+from .checkpoint_io import read_checkpoint, write_checkpoint
+from .convert import CheckpointError, detect_format
 from .counting import count_macs, count_params
 from .isotropic import ConvNeXtIsotropic
 from .model import ConvNeXt, ConvNeXtV2
 from .registry import create_model, list_models
+from .weights import load_pretrained, load_weights, save_pretrained
 
 __all__ = [
     "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone",
     "create_model", "list_models", "count_params", "count_macs",
+    "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint", "write_checkpoint",
+    "detect_format", "CheckpointError",
 ]

@@ -1,6 +1,7 @@
 """The `convnext` command line: one sub-command per job, each in its own module.
 
-    convnext list                # every model with params and GMACs at 224²
+    convnext list                              # every model with params and GMACs at 224²
+    convnext convert SRC DST --to timm         # any checkpoint format to any other
 """
 import argparse
 import importlib
@@ -10,6 +11,7 @@ import sys
 # sub-command -> module that defines `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
     "list": "convnext.commands.list_models",
+    "convert": "convnext.commands.convert",
 }
 
 

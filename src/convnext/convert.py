@@ -76,8 +76,13 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def from_format(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str = "auto") -> StateDict:
-    """Map a checkpoint in any format onto `model`'s own keys and shapes, strictly."""
+def from_format(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str = "auto",
+                skip: tuple[str, ...] = ()) -> StateDict:
+    """Map a checkpoint in any format onto `model`'s own keys and shapes, strictly.
+
+    `skip` names our keys (e.g. the head, for fine-tuning) that are neither read nor required; the
+    checkpoint's tensors for them are dropped.
+    """
     fmt = detect_format(source) if fmt == "auto" else fmt
     ours = model.state_dict()
     conv_mlp = any(k.endswith("mlp.fc1.weight") and v.ndim == 4 for k, v in source.items())
@@ -86,6 +91,9 @@ def from_format(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str =
     for key, tensor in ours.items():
         name, shape = _target(rules, key, tuple(tensor.shape))
         expected[name] = (key, shape)
+    dropped = {name for name, (key, _) in expected.items() if key in skip}
+    source = {k: v for k, v in source.items() if k not in dropped}
+    expected = {k: v for k, v in expected.items() if k not in dropped}
     missing = [k for k in expected if k not in source]
     unexpected = [k for k in source if k not in expected]
     mismatched = [

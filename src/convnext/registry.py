@@ -54,7 +54,7 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
     if unknown:
         raise TypeError(f"{name} got unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
     model = spec.builder(**{**spec.config, **overrides})
-    model.model_name = name
+    model.model_name, model.model_overrides = name, overrides
     if pretrained:
         from .hub import load_pretrained_weights  # lazy: only pretrained use needs the download code
 

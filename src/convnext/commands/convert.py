@@ -1,0 +1,42 @@
+"""Convert a ConvNeXt checkpoint between formats: ours, official, timm, torchvision, hf.
+
+    convnext convert convnext_tiny_1k_224_ema.pth out/ --to ours
+    convnext convert runs/my-run timm_weights.safetensors --to timm
+    convnext convert hf_dir/ official.pth --to official --model convnext_tiny
+    convnext convert in22k.pth ft/ --to ours --num-classes 10 --reset-head
+
+The source format and the variant are read off the tensors; every tensor must be used and filled, or
+the conversion fails naming the keys. The destination is written atomically.
+"""
+import argparse
+
+from ..checkpoint_io import write_checkpoint
+from ..convert import FORMATS
+from ..weights import load_weights, save_pretrained
+
+TARGETS = ("ours", *FORMATS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="weights file or folder, any format")
+    parser.add_argument("destination", help="file (official, timm, torchvision) or folder (ours, hf)")
+    parser.add_argument("--to", required=True, choices=TARGETS, help="format to write")
+    parser.add_argument("--from", dest="source_format", default="auto", choices=("auto", *FORMATS),
+                        help="source format (default: detected from the keys)")
+    parser.add_argument("--model", default=None,
+                        help="model name or family (convnext, convnextv2, isotropic); default: inferred")
+    parser.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes")
+    parser.add_argument("--reset-head", action="store_true", help="keep a freshly initialised head (fine-tuning)")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    model = load_weights(args.model, args.source, format=args.source_format, reset_head=args.reset_head, **overrides)
+    class_names = getattr(model, "class_names", None)
+    if args.to == "ours":
+        save_pretrained(model, args.destination, class_names)
+    else:
+        write_checkpoint(model, args.destination, args.to, class_names)
+    print(f"converted {args.source} -> {args.destination} ({args.to}): {model.model_name}, "
+          f"{model.num_classes} classes, {len(model.state_dict())} tensors")
+    return 0

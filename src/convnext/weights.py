@@ -1,0 +1,162 @@
+"""Loading any ConvNeXt checkpoint into our models, and our own self-describing weight files.
+
+    model = convnext.load_weights("convnext", "convnext_tiny_22k_224.pth")    # variant and classes inferred
+    convnext.save_pretrained(model, "out/")                                    # model.safetensors + model.json
+    model = convnext.load_pretrained("out/")                                   # rebuilt from the file alone
+"""
+import json
+import logging
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from .atomic import atomic_file
+from .checkpoint_io import METADATA_KEY, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint
+from .convert import CheckpointError, StateDict, detect_format, from_format, rules_for
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import create_model, get_spec, list_models
+
+log = logging.getLogger("convnext")
+HEAD_KEYS = ("head.weight", "head.bias")
+FAMILIES = {"convnext": ("convnext",), "convnextv2": ("convnextv2",),
+            "isotropic": ("isotropic",), "convnext_isotropic": ("isotropic",)}
+
+
+def _their_key(fmt: str, arch: str, our_key: str) -> str:
+    rules = rules_for(fmt, arch)
+    if rules is None:
+        return our_key
+    return next(name for rule in rules if (name := rule.apply(our_key)) is not None)
+
+
+def _source_arch(state: StateDict, fmt: str) -> str:
+    if fmt == "official" and "stem.weight" in state:
+        return "isotropic"
+    return "convnextv2" if any("grn" in k for k in state) else "convnext"
+
+
+def _shape_hints(state: StateDict, fmt: str) -> tuple[int, int]:
+    """(num_classes, in_chans) read off the head and stem tensors."""
+    arch = _source_arch(state, fmt)
+    head, stem = _their_key(fmt, arch, "head.weight"), _their_key(
+        fmt, arch, "stem.weight" if arch == "isotropic" else "downsample_layers.0.0.weight")
+    if head not in state or stem not in state:
+        raise CheckpointError(f"{fmt} checkpoint lacks its head or stem ({head}, {stem}): not a whole ConvNeXt")
+    return state[head].shape[0], state[stem].shape[1]
+
+
+def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **overrides) -> str:
+    """The registered model whose every tensor name and shape (head aside) matches the checkpoint."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; use a model name or one of {', '.join(FAMILIES)}")
+    families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic")
+    num_classes, in_chans = _shape_hints(state, fmt)
+    overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+    for name in list_models():
+        if get_spec(name).family not in families:
+            continue
+        with torch.device("meta"):
+            candidate = create_model(name, **overrides)
+        try:
+            from_format(state, candidate, fmt, skip=HEAD_KEYS)
+            return name
+        except CheckpointError:
+            continue
+    raise CheckpointError(f"no registered {family or 'ConvNeXt'} model matches this {fmt} checkpoint "
+                          f"({len(state)} tensors); pass a model built with the right depths and dims")
+
+
+def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head: bool = False) -> list[str]:
+    """Load a checkpoint's tensors into `model` strictly; with `reset_head`, keep the model's own head.
+
+    Returns the names of the tensors that were reset rather than loaded.
+    """
+    fmt = detect_format(state) if fmt == "auto" else fmt
+    skip = HEAD_KEYS if reset_head else ()
+    converted = from_format(state, model, fmt, skip=skip)
+    full = model.state_dict()
+    full.update(converted)
+    model.load_state_dict(full, strict=True)
+    if skip:
+        log.warning("new head for %d classes: reset %s; every other tensor loaded", model.num_classes, ", ".join(skip))
+    return list(skip)
+
+
+def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format: str = "auto",
+                 reset_head: bool = False, **overrides) -> nn.Module:
+    """Load a checkpoint in any format (official, timm, torchvision, HF, ours) into a model.
+
+    `model_or_name` is a model, a registered name, a family ("convnext", "convnextv2", "isotropic") or
+    None; for a name or family the variant, `num_classes` and `in_chans` are read off the tensors.
+    `reset_head=True` (or a `num_classes` override that differs) keeps a freshly initialised head.
+    """
+    state, config = read_checkpoint(path)
+    fmt = detect_format(state) if format == "auto" else format
+    if isinstance(model_or_name, nn.Module):
+        model = model_or_name
+    else:
+        registered = model_or_name in list_models()
+        name = model_or_name if registered else infer_model_name(state, fmt, model_or_name)
+        num_classes, in_chans = _shape_hints(state, fmt)
+        overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+        model = create_model(name, **overrides)
+    head = state.get(_their_key(fmt, _source_arch(state, fmt), "head.weight"))
+    head_differs = head is not None and tuple(head.shape) != tuple(model.head.weight.shape)
+    reset = load_state(model, state, fmt, reset_head=reset_head or ("num_classes" in overrides and head_differs))
+    if not reset:
+        model.class_names = config.get("class_names") or _hf_labels(config, model.num_classes)
+    return model
+
+
+def _hf_labels(config: dict, num_classes: int) -> list[str] | None:
+    labels = config.get("id2label") or {}
+    names = [labels.get(str(i)) for i in range(num_classes)]
+    if all(names) and not all(n.startswith("LABEL_") for n in names):
+        return names
+    return None
+
+
+def model_config(model: nn.Module, class_names: list[str] | None = None) -> dict:
+    """What `load_pretrained` needs to rebuild `model`: its registered name, overrides and data settings."""
+    if not hasattr(model, "model_name"):
+        raise ValueError("save_pretrained needs a model built by convnext.create_model (its name is saved)")
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(model, "model_overrides", {}).items()}
+    overrides.update(num_classes=model.num_classes, in_chans=model.in_chans)
+    overrides.pop("drop_path_rate", None)  # a training setting, not part of the weights
+    data = getattr(model, "data_config", {})
+    return {
+        "format": "convnext", "model": model.model_name, "overrides": overrides,
+        "class_names": class_names or getattr(model, "class_names", None),
+        "mean": list(data.get("mean", IMAGENET_MEAN)), "std": list(data.get("std", IMAGENET_STD)),
+        "input_size": data.get("input_size", 224),
+    }
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
+    """Write `directory/model.safetensors` (config inside its header) and a readable `model.json`."""
+    directory = Path(directory)
+    config = model_config(model, class_names)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_file(directory / WEIGHTS_FILE) as tmp:
+        safetensors.torch.save_file(state, tmp, metadata={METADATA_KEY: json.dumps(config)})
+    with atomic_file(directory / MODEL_CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
+    return directory / WEIGHTS_FILE
+
+
+def load_pretrained(path: str | Path, **overrides) -> nn.Module:
+    """Rebuild a model from our weights file or folder (a training run folder works too).
+
+    Files without our config (official, timm, torchvision, HF) are loaded with the variant inferred.
+    `num_classes=` different from the file's keeps every tensor but the head, which starts fresh.
+    """
+    state, config = read_checkpoint(path)
+    if config.get("format") != "convnext":
+        return load_weights(None, path, **overrides)
+    model = create_model(config["model"], **{**config["overrides"], **overrides})
+    reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
+    model.class_names = None if reset else config.get("class_names")
+    model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]), "input_size": config["input_size"]}
+    return model
