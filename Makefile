@@ -14,7 +14,7 @@ $(BIN)/convnext: pyproject.toml
 install: $(BIN)/convnext
 
 demo: install
-	$(BIN)/convnext list
+	$(BIN)/convnext train
 
 test: install
 	$(BIN)/python -m pytest

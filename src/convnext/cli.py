@@ -2,6 +2,7 @@
 
     convnext list                              # every model with params and GMACs at 224²
     convnext convert SRC DST --to timm         # any checkpoint format to any other
+    convnext train                             # train on the built-in digits (see --help)
 """
 import argparse
 import importlib
@@ -12,6 +13,9 @@ import sys
 COMMANDS = {
     "list": "convnext.commands.list_models",
     "convert": "convnext.commands.convert",
+    "train": "convnext.commands.train",
+    "eval": "convnext.commands.evaluate",
+    "predict": "convnext.commands.predict",
 }
 
 

@@ -130,7 +130,7 @@ def model_config(model: nn.Module, class_names: list[str] | None = None) -> dict
         "format": "convnext", "model": model.model_name, "overrides": overrides,
         "class_names": class_names or getattr(model, "class_names", None),
         "mean": list(data.get("mean", IMAGENET_MEAN)), "std": list(data.get("std", IMAGENET_STD)),
-        "input_size": data.get("input_size", 224),
+        "input_size": data.get("input_size", 224), "crop_pct": data.get("crop_pct", 0.875),
     }
 
 
@@ -158,5 +158,6 @@ def load_pretrained(path: str | Path, **overrides) -> nn.Module:
     model = create_model(config["model"], **{**config["overrides"], **overrides})
     reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
     model.class_names = None if reset else config.get("class_names")
-    model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]), "input_size": config["input_size"]}
+    model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]),
+                         "input_size": config["input_size"], "crop_pct": config.get("crop_pct", 0.875)}
     return model

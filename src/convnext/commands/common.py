@@ -1,0 +1,30 @@
+"""Arguments and helpers the eval, predict and export commands share."""
+import argparse
+
+import torch
+
+from ..registry import create_model
+from ..weights import load_pretrained
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="weights file or folder in any format, or a training run directory")
+    parser.add_argument("--model", help="model name, with --pretrained (or to pin the variant of --weights)")
+    parser.add_argument("--pretrained", nargs="?", const=True, help="published weights for --model [TAG]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+
+
+def load_model(args: argparse.Namespace) -> torch.nn.Module:
+    if args.weights:
+        model = load_pretrained(args.weights) if not args.model else _load_named(args.model, args.weights)
+    elif args.model and args.pretrained:
+        model = create_model(args.model, pretrained=args.pretrained)
+    else:
+        raise ValueError("give --weights PATH, or --model NAME --pretrained")
+    return model.to(args.device).eval()
+
+
+def _load_named(name: str, path: str) -> torch.nn.Module:
+    from ..weights import load_weights
+
+    return load_weights(name, path)

@@ -1,0 +1,106 @@
+"""Classify images: top-k classes with probabilities, as a table or JSON.
+
+    convnext predict --weights runs/convnext_atto-20260101-120000 digit.png
+    convnext predict --model convnext_tiny --pretrained photos/ 'more/*.jpg' --top-k 3 --json
+    convnext predict --weights model.onnx --backend onnxruntime photos/
+
+A file that is not a readable image is reported on stderr and skipped.
+"""
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..data import IMAGE_EXTENSIONS, eval_transform
+from .common import add_model_arguments, load_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime runs an exported .onnx (its .json sidecar gives classes and sizes)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+def expand(inputs: list[str]) -> list[Path]:
+    """Files named, found under folders, or matched by globs, in a stable order."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.exists():
+            paths.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                print(f"skipped {item}: no such file", file=sys.stderr)
+            paths += matches
+    return paths
+
+
+def read_images(paths: list[Path], mode: str) -> tuple[list[Path], list[Image.Image]]:
+    kept, images = [], []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert(mode))
+            kept.append(path)
+        except Exception as error:  # PIL raises many types for non-images
+            print(f"skipped {path}: not a readable image ({type(error).__name__})", file=sys.stderr)
+    return kept, images
+
+
+class TorchPredictor:
+    def __init__(self, args):
+        self.model = load_model(args)
+        self.device = args.device
+        config = getattr(self.model, "data_config", None) or {}
+        self.in_chans, self.class_names = self.model.in_chans, getattr(self.model, "class_names", None)
+        self.transform = eval_transform(config.get("input_size", 224), config.get("mean", (0.485, 0.456, 0.406)),
+                                        config.get("std", (0.229, 0.224, 0.225)), config.get("crop_pct", 0.875))
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+
+
+def predictor(args):
+    if args.backend == "onnxruntime":
+        from ..export import OnnxPredictor
+
+        if not args.weights:
+            raise ValueError("--backend onnxruntime needs --weights FILE.onnx")
+        return OnnxPredictor(args.weights)
+    return TorchPredictor(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    predict = predictor(args)
+    paths, images = read_images(expand(args.inputs), "L" if predict.in_chans == 1 else "RGB")
+    if not paths:
+        raise ValueError("no readable images among the inputs")
+    results = []
+    for start in range(0, len(images), args.batch_size):
+        batch = torch.stack([predict.transform(image) for image in images[start : start + args.batch_size]])
+        probabilities = predict(batch)
+        top = probabilities.topk(min(args.top_k, probabilities.shape[1]), dim=1)
+        for path, values, indices in zip(paths[start:], top.values.tolist(), top.indices.tolist()):
+            names = [predict.class_names[i] if predict.class_names else str(i) for i in indices]
+            results.append({"path": str(path), "top": [{"class": n, "index": i, "probability": v}
+                                                       for n, i, v in zip(names, indices, values)]})
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    width = max(len(r["path"]) for r in results)
+    for r in results:
+        cells = "  ".join(f"{t['class']} {100 * t['probability']:5.1f}%" for t in r["top"])
+        print(f"{r['path']:<{width}}  {cells}")
+    return 0

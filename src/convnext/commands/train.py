@@ -1,0 +1,87 @@
+"""Train or fine-tune a ConvNeXt (default: ConvNeXt-atto on the built-in digits, a few minutes on a CPU).
+
+    convnext train
+    convnext train --data ~/flowers --model convnext_tiny --pretrained --recipe finetune --epochs 10
+    convnext train --data /imagenet --recipe in1k --model convnext_tiny --amp bf16 --channels-last
+    convnext train --resume runs/convnext_atto-20260101-120000
+    torchrun --nproc_per_node=8 -m convnext.cli train --data /imagenet --recipe in1k --output-dir runs/t
+    torchrun --nnodes=2 --node_rank=0 --rdzv_backend=c10d --rdzv_endpoint=HOST:29400 --nproc_per_node=8 \\
+        -m convnext.cli train --data /imagenet --recipe in1k --output-dir runs/t
+
+Recipes: in1k (paper Table 5), finetune (paper Table 6), small (default). Any recipe field can be
+overridden by its flag; --lr is the rate at --lr-base-batch, scaled to the effective batch.
+"""
+import argparse
+import json
+import sys
+import types
+import typing
+from dataclasses import fields
+
+from ..recipes import RECIPES, Recipe
+from ..training import RunConfig, resume, train
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "off") else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _field_type(annotation):
+    """int -> int; `float | None` -> float that also accepts "none"."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kind = next(a for a in typing.get_args(annotation) if a is not type(None))
+        return _optional(kind)
+    return annotation
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", choices=list(RECIPES), default="small", help="preset (default: small)")
+    parser.add_argument("--data", default="digits", help='"digits" (built-in) or an ImageFolder path')
+    parser.add_argument("--output-dir", help="run directory (default: runs/<model>-<timestamp>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run with its saved config")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision autocast (use on CUDA)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
+    parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--save-every", type=int, help="also checkpoint every N optimizer steps")
+    parser.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (plus the best)")
+    parser.add_argument("--val-split", type=float, help="share held out when --data has no train/val folders")
+    parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
+    parser.add_argument("--weights", help="start from this checkpoint (any format); the head is re-initialised")
+    parser.add_argument("--pretrained", nargs="?", const="default", help="start from published weights [TAG]")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
+    recipe_flags = parser.add_argument_group("recipe fields (override the preset)")
+    for f in fields(Recipe):
+        recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f.type),
+                                  default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper())
+
+
+def run(args: argparse.Namespace) -> int:
+    say = (lambda text: print(text, file=sys.stderr)) if args.json else print
+    if args.resume:
+        summary = resume(args.resume, say=say, max_steps=args.max_steps)
+    else:
+        overrides = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_")}
+        recipe = RECIPES[args.recipe].update(**overrides)
+        if "model" not in overrides and args.recipe != "small":
+            recipe = recipe.update(model="convnext_tiny")
+        config = RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
+                           device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                           grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
+                           save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+                           val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
+                           pretrained=args.pretrained, max_steps=args.max_steps)
+        summary = train(recipe, config, say=say)
+    say(f"test top-1 {100 * summary['test_top1']:.2f}%  top-5 {100 * summary['test_top5']:.2f}%  "
+        f"after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run written to {summary['run_dir']}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,265 @@
+"""Datasets, transforms and loaders: the built-in digits, ImageFolder trees, and bad-image handling.
+
+Augmentation draws are a pure function of (seed, epoch, sample index), so a resumed run sees exactly
+the images an uninterrupted one would, whatever the number of workers or processes.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import datasets, tv_tensors
+from torchvision.transforms import v2
+
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .recipes import Recipe
+
+IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
+BICUBIC = v2.InterpolationMode.BICUBIC
+
+
+class DataError(ValueError):
+    """A dataset problem the user must fix (missing folder, empty dataset, unreadable image)."""
+
+
+@dataclass
+class DataBundle:
+    train: Dataset
+    val: Dataset
+    class_names: list[str]
+    in_chans: int
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    skipped: list[str]  # unreadable images left out (--on-bad-image skip)
+
+
+class TensorImages(Dataset):
+    """Images held in memory as a uint8 (N, C, H, W) tensor."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = tv_tensors.Image(self.images[index])
+        return (self.transform(image) if self.transform else image), int(self.labels[index])
+
+
+class SeededAugmentation(Dataset):
+    """Applies `transform` with the torch RNG seeded from (seed, epoch, index): reproducible anywhere."""
+
+    def __init__(self, dataset: Dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            return self.transform(image), label
+
+
+class TransformedSubset(Dataset):
+    """Some samples of a dataset, transformed, with labels optionally renumbered."""
+
+    def __init__(self, dataset: Dataset, indices: list[int], transform=None, label_map: list[int] | None = None):
+        self.dataset, self.indices, self.transform, self.label_map = dataset, indices, transform, label_map
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[self.indices[index]]
+        label = self.label_map[label] if self.label_map else label
+        return (self.transform(image) if self.transform else image), label
+
+
+class EpochSampler(Sampler[int]):
+    """This process's share of a seeded per-epoch permutation, resumable from any batch.
+
+    Ranks take interleaved slices of one permutation (the tail that does not divide evenly is
+    dropped), so N processes with batch b see the same global batches as one process with batch N*b.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.shuffle, self.seed, self.rank, self.world_size = size, shuffle, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Next iteration yields epoch `epoch`'s order, skipping this rank's first `start` samples."""
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        else:
+            order = list(range(self.size))
+        if self.shuffle:  # training: equal shares; evaluation keeps every sample
+            order = order[: self.size - self.size % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return len(self.indices()) - self.start
+
+
+def train_transform(recipe: Recipe, size: int, mean, std) -> v2.Compose:
+    steps = [v2.RandomResizedCrop(size, scale=(recipe.min_crop_scale, 1.0), interpolation=BICUBIC, antialias=True)]
+    if recipe.hflip:
+        steps.append(v2.RandomHorizontalFlip(recipe.hflip))
+    if recipe.randaugment is not None:
+        steps.append(v2.RandAugment(num_ops=2, magnitude=recipe.randaugment, interpolation=BICUBIC))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if recipe.reprob:
+        steps.append(v2.RandomErasing(recipe.reprob, value=0))
+    return v2.Compose([v2.ToImage(), *steps])
+
+
+def eval_transform(size: int, mean, std, crop_pct: float = 0.875) -> v2.Compose:
+    """The paper's evaluation: resize the short side to size / crop_pct (bicubic), centre-crop `size`."""
+    return v2.Compose([
+        v2.ToImage(), v2.Resize(int(math.floor(size / crop_pct)), interpolation=BICUBIC, antialias=True),
+        v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
+    ])
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"{path}: unreadable image ({error})") from None
+
+
+def _image_checker(on_bad_image: str, skipped: list[str]):
+    def is_valid(path: str) -> bool:
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            return False
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            return True
+        except Exception as error:  # PIL raises many types for broken files
+            if on_bad_image == "error":
+                raise DataError(f"{path}: unreadable image ({error}); use --on-bad-image skip to leave such "
+                                "files out") from None
+            skipped.append(path)
+            return False
+    return is_valid
+
+
+def _image_folder(root: Path, on_bad_image: str, skipped: list[str]) -> datasets.ImageFolder:
+    if not root.is_dir():
+        raise DataError(f"{root}: no such data folder")
+    try:
+        return datasets.ImageFolder(str(root), loader=load_image, is_valid_file=_image_checker(on_bad_image, skipped))
+    except FileNotFoundError as error:  # torchvision's words for an empty tree
+        raise DataError(f"{root}: empty dataset ({error})") from None
+
+
+def _digits(seed: int):
+    """scikit-learn's 1,797 8x8 digit scans, split 80/20 with a fixed stratified seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().mul(255 / 16).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(digits.target)
+    train, test = train_test_split(range(len(labels)), test_size=0.2, stratify=digits.target, random_state=seed)
+    names = [str(i) for i in range(10)]
+    return TensorImages(images[train], labels[train]), TensorImages(images[test], labels[test]), names
+
+
+def _fit_size(dataset: Dataset) -> int:
+    """A square input size that fits the data: short side rounded up to a multiple of 32, within [32, 224]."""
+    sides = sorted(min(image.shape[-2:]) if torch.is_tensor(image) else min(image.size)
+                   for image, _ in (dataset[i] for i in range(min(len(dataset), 16))))
+    return int(min(224, max(32, math.ceil(sides[len(sides) // 2] / 32) * 32)))
+
+
+def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None = None,
+               on_bad_image: str = "error") -> DataBundle:
+    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`)."""
+    skipped: list[str] = []
+    if data == "digits":
+        train, val, names = _digits(seed)
+        in_chans, mean, std = 1, (0.5,), (0.5,)
+    else:
+        root = Path(data)
+        if not root.is_dir():
+            raise DataError(f"{root}: no such data folder")
+        in_chans, mean, std = 3, IMAGENET_MEAN, IMAGENET_STD
+        if (root / "train").is_dir() and val_split is None:
+            train = _image_folder(root / "train", on_bad_image, skipped)
+            val = _image_folder(root / "val", on_bad_image, skipped)
+            strays = sorted(set(val.classes) - set(train.classes))
+            if strays:
+                raise DataError(f"class(es) {', '.join(strays)} in {root / 'val'} but not in {root / 'train'}")
+            val.samples = [(p, train.class_to_idx[val.classes[i]]) for p, i in val.samples]
+            names = train.classes
+        else:
+            tree = _image_folder(root, on_bad_image, skipped)
+            share = 0.1 if val_split is None else val_split
+            if not 0 < share < 1:
+                raise DataError(f"--val-split must be between 0 and 1, got {share}")
+            order = torch.randperm(len(tree), generator=torch.Generator().manual_seed(seed)).tolist()
+            cut = max(1, int(len(tree) * share))
+            val, train, names = TransformedSubset(tree, order[:cut]), TransformedSubset(tree, order[cut:]), tree.classes
+        if len(train) == 0 or len(val) == 0:
+            raise DataError(f"{root}: empty dataset (train {len(train)}, val {len(val)} images)")
+    size = recipe.input_size or _fit_size(train)
+    train = SeededAugmentation(train, train_transform(recipe, size, mean, std), seed)
+    val = TransformedSubset(val, list(range(len(val))), eval_transform(size, mean, std, recipe.crop_pct))
+    return DataBundle(train, val, names, in_chans, size, mean, std, skipped)
+
+
+@dataclass
+class EvalData:
+    dataset: Dataset
+    class_names: list[str]
+
+
+def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: float | None = None) -> EvalData:
+    """The evaluation images for `model`: digits' test split, a folder's val/ subfolder, or a whole tree.
+
+    Classes are matched to the model's by name when it knows its class names.
+    """
+    config = getattr(model, "data_config", None) or {}
+    size = input_size or config.get("input_size") or 224
+    mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+    if data == "digits":
+        _, dataset, names = _digits(0)
+        channels, crop = 1, crop_pct or config.get("crop_pct", 1.0)
+    else:
+        root = Path(data)
+        dataset = _image_folder(root / "val" if (root / "val").is_dir() else root, "error", [])
+        names, channels, crop = dataset.classes, 3, crop_pct or config.get("crop_pct", 0.875)
+        if model.in_chans == 1:
+            channels = 1
+    if channels != model.in_chans:
+        raise DataError(f"the model takes {model.in_chans}-channel images; {data} has {channels}-channel images")
+    known = getattr(model, "class_names", None)
+    if known:
+        strays = [n for n in names if n not in known]
+        if strays:
+            raise DataError(f"class(es) {', '.join(strays[:5])} of {data} are not among the model's classes")
+        label_map = [known.index(n) for n in names]
+        names = known
+    elif len(names) > model.num_classes:
+        raise DataError(f"{data} has {len(names)} classes; the model has {model.num_classes}")
+    else:
+        label_map = None
+    steps = [eval_transform(size, mean, std, crop)]
+    if channels == 1 and data != "digits":
+        steps.insert(0, v2.Grayscale(1))
+    transform = v2.Compose(steps) if len(steps) > 1 else steps[0]
+    return EvalData(TransformedSubset(dataset, list(range(len(dataset))), transform, label_map), list(names))

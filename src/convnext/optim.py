@@ -1,0 +1,60 @@
+"""AdamW parameter groups (weight decay and layer-wise lr decay) and the warm-up + cosine schedule."""
+import math
+import re
+
+import torch
+from torch import nn
+
+NUM_LAYERS = 12  # ConvNeXt's layer-decay depth: stem, stages, every 3 blocks of stage 3 (paper §5)
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """No weight decay on biases, norm weights, layer scale gamma or GRN gamma/beta."""
+    return param.ndim > 1 and not name.endswith(".gamma") and ".grn." not in name
+
+
+def layer_id(name: str, depth: int = NUM_LAYERS) -> int:
+    """Layer index for layer-wise lr decay: 0 for the stem ... depth for the last stage, depth + 1 for the head."""
+    if m := re.match(r"downsample_layers\.(\d)", name):
+        return {0: 0, 1: 2, 2: 3}.get(int(m[1]), depth)  # each downsample joins the stage it feeds
+    if m := re.match(r"stages\.(\d)\.(\d+)", name):
+        stage, block = int(m[1]), int(m[2])
+        return {0: 1, 1: 2}.get(stage, 3 + block // 3 if stage == 2 else depth)
+    if name.startswith("stem"):
+        return 0
+    if m := re.match(r"blocks\.(\d+)", name):  # isotropic: one layer per block
+        return int(m[1]) + 1
+    return depth + 1  # final norm and head
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
+    """Groups keyed by (decays, layer); each carries `lr_scale` for the scheduler to apply."""
+    depth = len(getattr(model, "blocks", [])) or NUM_LAYERS
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = layer_id(name, depth) if layer_decay else 0
+        scale = layer_decay ** (depth + 1 - layer) if layer_decay else 1.0
+        key = (decays(name, param), layer)
+        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if key[0] else 0.0, "lr_scale": scale})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None) -> torch.optim.AdamW:
+    groups = param_groups(model, weight_decay, layer_decay)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                  min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: linear warm-up to the peak, then cosine down to min_lr_ratio x peak."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,335 @@
+"""The training loop: recipe -> run directory with metrics, plots, checkpoints and final weights.
+
+    convnext train                                   # ConvNeXt-atto on the built-in digits
+    convnext train --data ~/pets --model convnext_tiny --pretrained --recipe finetune
+    torchrun --nproc_per_node=8 -m convnext.cli train --data /imagenet --recipe in1k --model convnext_tiny
+"""
+import contextlib
+import json
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from . import distributed, reporting, run_state
+from .data import DataBundle, EpochSampler, build_data
+from .evaluation import evaluate
+from .optim import build_optimizer, warmup_cosine
+from .recipes import Recipe
+from .registry import create_model, model_options
+from .weights import load_weights, save_pretrained
+
+CONFIG_FILE = "config.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """Stopped by SIGINT/SIGTERM after saving; the message says how to resume."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run besides the recipe; saved in config.json so --resume needs nothing else."""
+    data: str = "digits"
+    output_dir: str | None = None
+    seed: int = 0
+    workers: int = 0
+    device: str | None = None
+    amp: str | None = None  # "bf16" or "fp16" autocast (CUDA); None: float32
+    channels_last: bool = False
+    compile: bool = False
+    grad_checkpointing: bool = False
+    deterministic: bool = False
+    save_every: int | None = None  # also checkpoint every N optimizer steps
+    keep_checkpoints: int = 2
+    val_split: float | None = None
+    on_bad_image: str = "error"
+    weights: str | None = None  # start from a checkpoint in any format
+    pretrained: str | None = None  # start from published weights ("default" or a tag)
+    max_steps: int | None = None  # stop this invocation after N optimizer steps in all (not kept on resume)
+    recipe: dict = field(default_factory=dict)
+
+
+def _stop_requests():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
+    seen: list[int] = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return seen, previous
+
+
+def _build_model(recipe: Recipe, run: RunConfig, data: DataBundle) -> torch.nn.Module:
+    options = model_options(recipe.model)
+    wanted = {"num_classes": len(data.class_names), "in_chans": data.in_chans, "drop_path_rate": recipe.drop_path,
+              "layer_scale_init_value": recipe.layer_scale, "head_init_scale": recipe.head_init_scale}
+    model = create_model(recipe.model, **{k: v for k, v in wanted.items() if k in options})
+    if run.weights:
+        load_weights(model, run.weights, reset_head=True)
+        _scale_head(model, recipe.head_init_scale)
+    elif run.pretrained:
+        from .hub import load_pretrained_weights
+
+        load_pretrained_weights(model, recipe.model, None if run.pretrained == "default" else run.pretrained)
+        _scale_head(model, recipe.head_init_scale)
+    model.class_names = data.class_names
+    model.data_config = {"mean": data.mean, "std": data.std, "input_size": data.input_size,
+                         "crop_pct": recipe.crop_pct}
+    return model
+
+
+def _scale_head(model, scale: float) -> None:
+    """A new head for fine-tuning starts small (head_init_scale, 0.001 in the paper's recipe)."""
+    with torch.no_grad():
+        model.head.weight.mul_(scale)
+        model.head.bias.mul_(scale)
+
+
+def _mixer(recipe: Recipe, num_classes: int):
+    choices = [m for alpha, m in ((recipe.mixup, v2.MixUp), (recipe.cutmix, v2.CutMix)) if alpha > 0]
+    alphas = [a for a in (recipe.mixup, recipe.cutmix) if a > 0]
+    if not choices:
+        return None
+    return v2.RandomChoice([m(alpha=a, num_classes=num_classes) for m, a in zip(choices, alphas)])
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, run: RunConfig, run_dir: Path, context: distributed.Context):
+        self.recipe, self.run, self.run_dir, self.ctx = recipe, run, run_dir, context
+        torch.manual_seed(run.seed)
+        if run.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        self.data = build_data(run.data, recipe, run.seed, run.val_split, run.on_bad_image)
+        self.num_classes = len(self.data.class_names)
+        self.model = _build_model(recipe, run, self.data).to(context.device)
+        if run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.set_grad_checkpointing(run.grad_checkpointing)
+
+        self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
+        self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
+        self.sampler = EpochSampler(len(self.data.train), True, run.seed, context.rank, context.world_size)
+        self.loader = DataLoader(self.data.train, recipe.batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=run.workers, generator=torch.Generator().manual_seed(run.seed))
+        val_sampler = EpochSampler(len(self.data.val), False, run.seed, context.rank, context.world_size)
+        self.val_loader = DataLoader(self.data.val, recipe.batch_size, sampler=val_sampler, num_workers=run.workers)
+        self.steps_per_epoch = len(self.loader) // recipe.accum_steps
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"{len(self.data.train)} training images are fewer than one effective batch "
+                                f"({self.effective_batch}); lower --batch-size")
+        total = self.steps_per_epoch * recipe.epochs
+        self.optimizer = build_optimizer(self.model, self.lr, recipe.weight_decay, recipe.layer_decay)
+        self.scheduler = warmup_cosine(self.optimizer, total, round(recipe.warmup_epochs * self.steps_per_epoch),
+                                       recipe.min_lr / self.lr)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+                    if recipe.ema_decay else None)
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp)
+        self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
+        self.mixer = _mixer(recipe, self.num_classes)
+        self.network = DistributedDataParallel(self.model) if context.distributed else self.model
+        if run.compile:
+            self.network = torch.compile(self.network)
+        self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
+        self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None, "rng": run_state.rng_state(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "best_top1": self.best_top1,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        run_state.set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.best_top1 = state["global_step"], state["best_top1"]
+
+    def save(self, best: bool = False) -> None:
+        if self.ctx.is_main:
+            run_state.save(self.state(), self.run_dir, self.global_step, self.run.keep_checkpoints, best)
+
+    # --- the loop --------------------------------------------------------------------------------
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.network(images)
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.recipe.label_smoothing)
+
+    def train_epoch(self, stop: list[int], progress: bool) -> float:
+        recipe, accum = self.recipe, self.recipe.accum_steps
+        self.network.train()
+        self.data.train.epoch = self.epoch
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * accum * recipe.batch_size)
+        batches = iter(self.loader)
+        losses = []
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not progress, leave=False,
+                   desc=f"epoch {self.epoch + 1}/{recipe.epochs}", unit="step", mininterval=1.0)
+        while self.step_in_epoch < self.steps_per_epoch:
+            for micro in range(accum):
+                images, labels = next(batches)
+                images, labels = images.to(self.ctx.device), labels.to(self.ctx.device)
+                if self.run.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                if self.mixer is not None:
+                    images, labels = self.mixer(images, labels)
+                sync = micro == accum - 1 or not self.ctx.distributed
+                with self.network.no_sync() if not sync else contextlib.nullcontext():
+                    loss = self.loss(images, labels)
+                    self.scaler.scale(loss / accum).backward()
+                if distributed.broadcast_flag(not torch.isfinite(loss).item(), self.ctx):
+                    raise TrainingError(f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}); "
+                                        f"stopped, keeping the last good checkpoint in {self.run_dir}")
+                losses.append(loss.item())
+            if recipe.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema:
+                self.ema.update_parameters(self.model)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if self.run.save_every and self.global_step % self.run.save_every == 0:
+                self.save()
+            if distributed.broadcast_flag(bool(stop), self.ctx) or self.global_step == self.run.max_steps:
+                break
+        bar.close()
+        return sum(losses) / max(1, len(losses))
+
+    def validate(self) -> tuple[dict, dict | None]:
+        kwargs = dict(context=self.ctx, channels_last=self.run.channels_last, autocast_dtype=self.autocast)
+        metrics = evaluate(self.model, self.val_loader, self.num_classes, **kwargs)
+        ema_metrics = evaluate(self.ema.module, self.val_loader, self.num_classes, **kwargs) if self.ema else None
+        return metrics, ema_metrics
+
+    def fit(self, log, say) -> dict:
+        stop, previous = _stop_requests()
+        start = time.time()
+        try:
+            while self.epoch < self.recipe.epochs:
+                epoch_start = time.time()
+                train_loss = self.train_epoch(stop, progress=self.ctx.is_main)
+                if stop or (self.step_in_epoch < self.steps_per_epoch):  # interrupted, or max_steps mid-epoch
+                    self.save()
+                    self.last_metrics = None
+                    if stop:
+                        name = signal.Signals(stop[0]).name
+                        raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
+                                          f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}")
+                    break
+                metrics, ema_metrics = self.last_metrics = self.validate()
+                chosen = ema_metrics if ema_metrics and ema_metrics["top1"] > metrics["top1"] else metrics
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                best = chosen["top1"] > self.best_top1
+                self.best_top1 = max(self.best_top1, chosen["top1"])
+                row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
+                       "train_loss": train_loss, "val_loss": chosen["loss"], "val_top1": chosen["top1"],
+                       "val_top5": chosen["top5"], "epoch_s": time.time() - epoch_start}
+                if self.ctx.is_main:
+                    log.epoch(row)
+                    ema_note = f"  (EMA {100 * ema_metrics['top1']:.2f}%)" if ema_metrics else ""
+                    say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
+                        f"val_loss {chosen['loss']:.4f}  top1 {100 * chosen['top1']:.2f}%  "
+                        f"top5 {100 * chosen['top5']:.2f}%{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+                self.save(best=best)
+                if self.global_step == self.run.max_steps:
+                    break
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return {"wall_s": time.time() - start}
+
+    def final_model(self) -> tuple[torch.nn.Module, dict, str]:
+        """The weights to ship: the EMA when it validates better, else the model."""
+        metrics, ema_metrics = self.last_metrics or self.validate()
+        if ema_metrics and ema_metrics["top1"] > metrics["top1"]:
+            ema = self.ema.module
+            ema.class_names, ema.data_config = self.model.class_names, self.model.data_config
+            ema.model_name, ema.model_overrides = self.model.model_name, self.model.model_overrides
+            return ema, ema_metrics, "ema"
+        return self.model, metrics, "model"
+
+
+def prepare_run_dir(recipe: Recipe, run: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(run.output_dir or f"runs/{recipe.model}-{stamp}")
+
+
+def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
+    """Train one run; returns the summary (test_top1, test_top5, epochs, wall_s, run_dir, ...)."""
+    context = distributed.setup(run.device)
+    try:
+        run_dir = resume_dir or prepare_run_dir(recipe, run)
+        if context.distributed and resume_dir is None and run.output_dir is None:
+            raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
+        run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir)})
+        trainer = Trainer(recipe, run, run_dir, context)
+        state = run_state.load_latest(run_dir) if resume_dir else None
+        if state:
+            trainer.restore(state)
+        log = None
+        if context.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
+            log = reporting.RunLog(run_dir)
+            log.truncate(trainer.epoch)
+            where = f"resumed at epoch {trainer.epoch + 1}, step {trainer.global_step}" if state else "started"
+            say(f"{recipe.model}: {where}; {len(trainer.data.train)} train / {len(trainer.data.val)} val images, "
+                f"{trainer.num_classes} classes, input {trainer.data.input_size}px, "
+                f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {trainer.lr:.3g} for effective batch "
+                f"{trainer.effective_batch} ({recipe.batch_size} x {context.world_size} process(es) x "
+                f"{recipe.accum_steps} accumulation); run dir {run_dir}")
+            if trainer.data.skipped:
+                say(f"skipped {len(trainer.data.skipped)} unreadable image(s), e.g. {trainer.data.skipped[0]}")
+        timing = trainer.fit(log, say)
+        model, metrics, which = trainer.final_model()
+        summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
+                   "epochs": trainer.epoch, "steps": trainer.global_step, "wall_s": timing["wall_s"],
+                   "run_dir": str(run_dir), "model": recipe.model, "weights_from": which,
+                   "effective_batch": trainer.effective_batch, "lr": trainer.lr}
+        if context.is_main:
+            save_pretrained(model, run_dir)
+            if (run_dir / reporting.METRICS_FILE).exists():
+                reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
+            reporting.plot_confusion(metrics["confusion"], trainer.data.class_names, run_dir / "confusion.png")
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            log.close()
+        return summary
+    finally:
+        distributed.teardown()
+
+
+def resume(run_dir: str | Path, say=print, max_steps: int | None = None) -> dict:
+    """Continue a run from its newest checkpoint, with the config it was started with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise TrainingError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    recipe = Recipe(**saved.pop("recipe"))
+    saved["max_steps"] = max_steps
+    return train(recipe, RunConfig(**saved), say=say, resume_dir=run_dir)
