@@ -36,9 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .training import Interrupted
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
+    except Interrupted as stopped:
+        print(f"convnext {args.command}: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     except (CLIError, ValueError, TypeError, OSError, RuntimeError, KeyError) as error:
         if os.environ.get("CONVNEXT_DEBUG"):
             raise

@@ -117,7 +117,8 @@ def train_transform(recipe: Recipe, size: int, mean, std) -> v2.Compose:
     if recipe.hflip:
         steps.append(v2.RandomHorizontalFlip(recipe.hflip))
     if recipe.randaugment is not None:
-        steps.append(v2.RandAugment(num_ops=2, magnitude=recipe.randaugment, interpolation=BICUBIC))
+        # Bilinear: torchvision's tensor kernels have no bicubic for RandAugment's affine ops.
+        steps.append(v2.RandAugment(num_ops=2, magnitude=recipe.randaugment, interpolation=v2.InterpolationMode.BILINEAR))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if recipe.reprob:
         steps.append(v2.RandomErasing(recipe.reprob, value=0))

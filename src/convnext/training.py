@@ -37,6 +37,10 @@ class TrainingError(RuntimeError):
 class Interrupted(Exception):
     """Stopped by SIGINT/SIGTERM after saving; the message says how to resume."""
 
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
 
 @dataclass
 class RunConfig:
@@ -144,6 +148,7 @@ class Trainer:
             self.network = torch.compile(self.network)
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
+        self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -152,7 +157,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None, "rng": run_state.rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "best_top1": self.best_top1,
+            "best_top1": self.best_top1, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
         }
 
     def restore(self, state: dict) -> None:
@@ -165,6 +170,7 @@ class Trainer:
         run_state.set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.best_top1 = state["global_step"], state["best_top1"]
+        self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]
 
     def save(self, best: bool = False) -> None:
         if self.ctx.is_main:
@@ -182,7 +188,8 @@ class Trainer:
         self.data.train.epoch = self.epoch
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * accum * recipe.batch_size)
         batches = iter(self.loader)
-        losses = []
+        if self.step_in_epoch == 0:
+            self.loss_sum, self.loss_count = 0.0, 0  # kept in checkpoints: a resumed epoch reports the same mean
         bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not progress, leave=False,
                    desc=f"epoch {self.epoch + 1}/{recipe.epochs}", unit="step", mininterval=1.0)
         while self.step_in_epoch < self.steps_per_epoch:
@@ -200,7 +207,7 @@ class Trainer:
                 if distributed.broadcast_flag(not torch.isfinite(loss).item(), self.ctx):
                     raise TrainingError(f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}); "
                                         f"stopped, keeping the last good checkpoint in {self.run_dir}")
-                losses.append(loss.item())
+                self.loss_sum, self.loss_count = self.loss_sum + loss.item(), self.loss_count + 1
             if recipe.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad)
@@ -213,13 +220,13 @@ class Trainer:
             self.step_in_epoch += 1
             self.global_step += 1
             bar.update()
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if self.run.save_every and self.global_step % self.run.save_every == 0:
                 self.save()
             if distributed.broadcast_flag(bool(stop), self.ctx) or self.global_step == self.run.max_steps:
                 break
         bar.close()
-        return sum(losses) / max(1, len(losses))
+        return self.loss_sum / max(1, self.loss_count)
 
     def validate(self) -> tuple[dict, dict | None]:
         kwargs = dict(context=self.ctx, channels_last=self.run.channels_last, autocast_dtype=self.autocast)
@@ -240,7 +247,8 @@ class Trainer:
                     if stop:
                         name = signal.Signals(stop[0]).name
                         raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
-                                          f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}")
+                                          f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}",
+                                          stop[0])
                     break
                 metrics, ema_metrics = self.last_metrics = self.validate()
                 chosen = ema_metrics if ema_metrics and ema_metrics["top1"] > metrics["top1"] else metrics

@@ -1,0 +1,87 @@
+"""The paper's recipes as data, AdamW groups, layer-wise lr decay and the per-iteration schedule."""
+import pytest
+import torch
+
+import convnext
+from convnext import hub
+from convnext.cli import main
+from convnext.optim import build_optimizer, layer_id, param_groups, warmup_cosine
+from convnext.recipes import RECIPES
+
+
+def test_in1k_recipe_is_the_papers():
+    r = RECIPES["in1k"]
+    assert (r.lr, r.lr_base_batch, r.weight_decay, r.epochs, r.warmup_epochs, r.min_lr) == (4e-3, 4096, 0.05, 300, 20, 1e-6)
+    assert (r.randaugment, r.mixup, r.cutmix, r.reprob, r.label_smoothing) == (9, 0.8, 1.0, 0.25, 0.1)
+    assert (r.layer_scale, r.ema_decay, r.crop_pct) == (1e-6, 0.9999, 0.875)
+    f = RECIPES["finetune"]
+    assert (f.lr, f.lr_base_batch, f.epochs, f.warmup_epochs, f.weight_decay, f.head_init_scale) == (5e-5, 512, 30, 0, 1e-8, 0.001)
+    assert 0.7 <= f.layer_decay <= 0.8 and f.mixup == f.cutmix == 0
+
+
+def test_no_weight_decay_on_biases_norms_layer_scale_and_grn():
+    for name in ["convnext_test", "convnextv2_test"]:
+        model = convnext.create_model(name)
+        decay = {id(p): g["weight_decay"] for g in param_groups(model, 0.05) for p in g["params"]}
+        norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+        for key, p in model.named_parameters():
+            exempt = key.endswith(("bias", ".gamma")) or ".grn." in key or id(p) in norms
+            assert decay[id(p)] == (0.0 if exempt else 0.05), key
+
+
+def test_layer_decay_has_twelve_groups_for_convnext():
+    names = [k for k, _ in convnext.create_model("convnext_tiny").named_parameters()]
+    ids = {layer_id(k) for k in names}
+    assert layer_id("downsample_layers.0.0.weight") == 0 and layer_id("head.weight") == 13
+    assert layer_id("stages.2.8.dwconv.weight") == 5 and layer_id("stages.3.0.gamma") == 12
+    small = {layer_id(k) for k, _ in convnext.create_model("convnext_small").named_parameters()}
+    assert small == set(range(14))  # stem, 12 body groups, head
+    assert ids < small
+    model = convnext.create_model("convnext_test")
+    optimizer = build_optimizer(model, lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    scales = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert scales[id(model.head.weight)] == 1.0
+    assert scales[id(model.downsample_layers[0][0].weight)] == 0.5 ** 13
+
+
+def test_warmup_then_cosine_per_iteration():
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=100, warmup_steps=10, min_lr_ratio=0.01)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] == pytest.approx(0.01, abs=1e-3)
+
+
+def test_lr_scales_with_effective_batch(tmp_path, capsys):
+    assert main(["train", "--model", "convnext_test", "--batch-size", "16", "--accum-steps", "2", "--lr", "1e-3",
+                 "--lr-base-batch", "64", "--max-steps", "1", "--output-dir", str(tmp_path / "r")]) == 0
+    assert "lr 0.001 at batch 64 -> 0.0005 for effective batch 32 (16 x 1 process(es) x 2 accumulation)" \
+        in capsys.readouterr().out
+
+
+def test_finetune_from_any_format_and_from_pretrained(tmp_path, capsys, monkeypatch):
+    args = ["train", "--recipe", "finetune", "--model", "convnext_test", "--max-steps", "1", "--batch-size", "8"]
+    rgb = convnext.create_model("convnext_test")  # digits are grayscale: a 3-channel stem cannot take them
+    convnext.write_checkpoint(rgb, tmp_path / "rgb.pth", "timm")
+    assert main([*args, "--weights", str(tmp_path / "rgb.pth"), "--output-dir", str(tmp_path / "a")]) == 2
+    assert "downsample_layers.0.0.weight: checkpoint (8, 3, 4, 4) vs model (8, 1, 4, 4)" in capsys.readouterr().err
+
+    source = convnext.create_model("convnext_test", in_chans=1)  # a 1000-class model, saved in timm's format
+    convnext.write_checkpoint(source, tmp_path / "timm.pth", "timm")
+    assert main([*args, "--weights", str(tmp_path / "timm.pth"), "--output-dir", str(tmp_path / "b")]) == 0
+    model = convnext.load_pretrained(tmp_path / "b")
+    assert model.num_classes == 10
+    # One step at lr 5e-5 barely moves the body; the new head starts at 0.001 x the usual init.
+    assert torch.allclose(model.stages[0][0].dwconv.weight, source.stages[0][0].dwconv.weight, atol=1e-3)
+    assert model.head.weight.abs().max() < 0.01
+
+    torch.save({"model": source.state_dict()}, tmp_path / "published.pth")
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(hub.PRETRAINED, "convnext_test", {"in1k": hub.Weights((tmp_path / "published.pth").as_uri())})
+    assert main([*args, "--pretrained", "--output-dir", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "cache" / "published.pth").is_file()
