@@ -3,7 +3,7 @@
     >>> import convnext
     >>> model = convnext.create_model("convnext_tiny", num_classes=10)
 """
-from . import variants  # noqa: F401  (registers the model family)
+from . import roadmap, variants  # noqa: F401  (register the model family and the roadmap steps)
 from .backbone import ConvNeXtBackbone
 from .checkpoint_io import read_checkpoint, write_checkpoint
 from .convert import CheckpointError, detect_format

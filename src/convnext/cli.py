@@ -3,6 +3,7 @@
     convnext list                              # every model with params and GMACs at 224²
     convnext convert SRC DST --to timm         # any checkpoint format to any other
     convnext train                             # train on the built-in digits (see --help)
+    convnext roadmap [--train]                 # the ResNet-50 -> ConvNeXt-T path, step by step
 """
 import argparse
 import importlib
@@ -16,6 +17,7 @@ COMMANDS = {
     "train": "convnext.commands.train",
     "eval": "convnext.commands.evaluate",
     "predict": "convnext.commands.predict",
+    "roadmap": "convnext.commands.roadmap",
 }
 
 

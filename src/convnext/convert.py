@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .keymaps import FORMATS, MARKERS, TORCHVISION_RULES, Rule, hf_rules, timm_rules
+from .keymaps import FORMATS, MARKERS, RESNET_TORCHVISION_RULES, TORCHVISION_RULES, Rule, hf_rules, timm_rules
 
 StateDict = dict[str, torch.Tensor]
 
@@ -18,9 +18,11 @@ class CheckpointError(ValueError):
 
 
 def architecture(state: Mapping[str, torch.Tensor]) -> str:
-    """Which ConvNeXt a state dict in our names is: "convnext", "convnextv2" or "isotropic"."""
+    """Which network a state dict in our names is: "convnext", "convnextv2", "isotropic" or "resnet"."""
     if "stem.weight" in state:
         return "isotropic"
+    if "stages.0.0.conv1.weight" in state:  # the roadmap's ResNet-ordered blocks
+        return "resnet"
     return "convnextv2" if any(k.endswith("grn.gamma") for k in state) else "convnext"
 
 
@@ -40,13 +42,13 @@ def rules_for(fmt: str, arch: str, conv_mlp: bool = False) -> list[Rule] | None:
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     missing_in_peer = {("timm", "isotropic"), ("torchvision", "isotropic"), ("torchvision", "convnextv2"),
-                       ("hf", "isotropic")}
+                       ("hf", "isotropic"), ("timm", "resnet"), ("hf", "resnet")}
     if (fmt, arch) in missing_in_peer:
         raise CheckpointError(f"the {fmt} format has no {arch} ConvNeXt; use the official format")
     if fmt == "timm":
         return timm_rules(conv_mlp)
     if fmt == "torchvision":
-        return TORCHVISION_RULES
+        return RESNET_TORCHVISION_RULES if arch == "resnet" else TORCHVISION_RULES
     return hf_rules("convnextv2" if arch == "convnextv2" else "convnext")
 
 

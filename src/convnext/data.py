@@ -180,6 +180,13 @@ def _digits(seed: int):
     return TensorImages(images[train], labels[train]), TensorImages(images[test], labels[test]), names
 
 
+def _sample(dataset: Dataset, size: int, seed: int) -> Dataset:
+    if size >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return TransformedSubset(dataset, sorted(order[:size]))
+
+
 def _fit_size(dataset: Dataset) -> int:
     """A square input size that fits the data: short side rounded up to a multiple of 32, within [32, 224]."""
     sides = sorted(min(image.shape[-2:]) if torch.is_tensor(image) else min(image.size)
@@ -188,8 +195,11 @@ def _fit_size(dataset: Dataset) -> int:
 
 
 def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None = None,
-               on_bad_image: str = "error") -> DataBundle:
-    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`)."""
+               on_bad_image: str = "error", subset: int | None = None) -> DataBundle:
+    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`).
+
+    `subset` keeps a seeded random sample of at most that many train and val images (quick runs).
+    """
     skipped: list[str] = []
     if data == "digits":
         train, val, names = _digits(seed)
@@ -217,6 +227,8 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
             val, train, names = TransformedSubset(tree, order[:cut]), TransformedSubset(tree, order[cut:]), tree.classes
         if len(train) == 0 or len(val) == 0:
             raise DataError(f"{root}: empty dataset (train {len(train)}, val {len(val)} images)")
+    if subset:
+        train, val = _sample(train, subset, seed), _sample(val, subset, seed)
     size = recipe.input_size or _fit_size(train)
     train = SeededAugmentation(train, train_transform(recipe, size, mean, std), seed)
     val = TransformedSubset(val, list(range(len(val))), eval_transform(size, mean, std, recipe.crop_pct))

@@ -76,6 +76,17 @@ TORCHVISION_RULES = [
 ]
 
 
+_TV_BN = {"norm1": "bn1", "norm2": "bn2", "norm3": "bn3"}
+RESNET_TORCHVISION_RULES = [  # the roadmap's ResNet steps (0 and 1) <-> torchvision.models.resnet50/101/152
+    Rule(r"downsample_layers\.0\.0\.(.+)", r"conv1.\1"),
+    Rule(r"downsample_layers\.0\.1\.(.+)", r"bn1.\1"),
+    Rule(BLOCK + r"\.(conv[123])\.(.+)", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.{m[3]}.{m[4]}"),
+    Rule(BLOCK + r"\.(norm[123])\.(.+)", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.{_TV_BN[m[3]]}.{m[4]}"),
+    Rule(BLOCK + r"\.shortcut\.([01])\.(.+)", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.{m[3]}.{m[4]}"),
+    Rule(r"head\.(weight|bias)", r"fc.\1"),
+]
+
+
 def hf_rules(prefix: str) -> list[Rule]:
     """transformers `ConvNext*`/`ConvNextV2*`: prefix "convnext" or "convnextv2"."""
     layer = prefix + r".encoder.stages.\1.layers.\2"
@@ -98,7 +109,7 @@ def hf_rules(prefix: str) -> list[Rule]:
 # A key that only one format has, to tell formats apart (checked in this order).
 MARKERS = {
     "hf": re.compile(r"^(convnext|convnextv2)\.embeddings\."),
-    "torchvision": re.compile(r"^features\.0\.0\.weight$"),
+    "torchvision": re.compile(r"^(features\.0\.0\.weight|conv1\.weight)$"),
     "timm": re.compile(r"^stem\.0\.weight$"),
     "official": re.compile(r"^(downsample_layers\.0\.0\.weight|stem\.weight)$"),
 }

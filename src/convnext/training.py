@@ -61,6 +61,7 @@ class RunConfig:
     on_bad_image: str = "error"
     weights: str | None = None  # start from a checkpoint in any format
     pretrained: str | None = None  # start from published weights ("default" or a tag)
+    subset: int | None = None  # use at most this many train and val images (quick runs)
     max_steps: int | None = None  # stop this invocation after N optimizer steps in all (not kept on resume)
     recipe: dict = field(default_factory=dict)
 
@@ -116,7 +117,7 @@ class Trainer:
         if run.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        self.data = build_data(run.data, recipe, run.seed, run.val_split, run.on_bad_image)
+        self.data = build_data(run.data, recipe, run.seed, run.val_split, run.on_bad_image, run.subset)
         self.num_classes = len(self.data.class_names)
         self.model = _build_model(recipe, run, self.data).to(context.device)
         if run.channels_last:

@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
     parser.add_argument("--weights", help="start from this checkpoint (any format); the head is re-initialised")
     parser.add_argument("--pretrained", nargs="?", const="default", help="start from published weights [TAG]")
+    parser.add_argument("--subset", type=int, help="use at most N train and N val images (quick runs)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
     parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
     recipe_flags = parser.add_argument_group("recipe fields (override the preset)")
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                            grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
                            save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
                            val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
-                           pretrained=args.pretrained, max_steps=args.max_steps)
+                           pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps)
         summary = train(recipe, config, say=say)
     say(f"test top-1 {100 * summary['test_top1']:.2f}%  top-5 {100 * summary['test_top5']:.2f}%  "
         f"after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run written to {summary['run_dir']}")
