@@ -86,6 +86,15 @@ def test_peer_checkpoint_loads_and_converts_back(case, fmt, tmp_path):
         assert torch.equal(tensor, again.state_dict()[key]), key
 
 
+def test_torchvision_resnet50_loads_as_roadmap_step0(tmp_path):
+    reference = torchvision.models.resnet50(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
+    model = convnext.load_weights(None, tmp_path / "resnet50.pth").eval()
+    assert model.model_name == "roadmap_r50_00_resnet50"
+    x = torch.randn(1, 3, 64, 64)
+    assert max_abs_diff(model(x), reference(x)) <= 1e-5
+
+
 def test_official_format_is_our_naming(tmp_path):
     model = perturbed(convnext.create_model("convnext_tiny")).eval()
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "official.pth")
@@ -162,12 +171,13 @@ def bad_files(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "no_weights").mkdir()
     (tmp_path / "torn.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    torch.save(torch.nn.Transformer(d_model=8, nhead=2, dim_feedforward=8).state_dict(), tmp_path / "other.pth")
     torch.save({"model": _RunsCode()}, tmp_path / "evil.pth")
     return {
         "truncated.pth": "truncated or corrupt", "corrupt.pth": "truncated or corrupt", "empty.pth": "empty file",
         "no_weights": "no weights file", "torn.safetensors": "not a readable safetensors",
-        "resnet.pth": "not a ConvNeXt checkpoint", "evil.pth": "refused: loading it would run code",
+        "other.pth": "not a ConvNeXt checkpoint", "resnet18.pth": "no registered ConvNeXt model matches", "evil.pth": "refused: loading it would run code",
         "missing.pth": "no such file",
     }
 

@@ -20,8 +20,8 @@ from .registry import create_model, get_spec, list_models
 
 log = logging.getLogger("convnext")
 HEAD_KEYS = ("head.weight", "head.bias")
-FAMILIES = {"convnext": ("convnext",), "convnextv2": ("convnextv2",),
-            "isotropic": ("isotropic",), "convnext_isotropic": ("isotropic",)}
+FAMILIES = {"convnext": ("convnext",), "convnextv2": ("convnextv2",), "isotropic": ("isotropic",),
+            "convnext_isotropic": ("isotropic",), "roadmap": ("roadmap",)}
 
 
 def _their_key(fmt: str, arch: str, our_key: str) -> str:
@@ -34,14 +34,16 @@ def _their_key(fmt: str, arch: str, our_key: str) -> str:
 def _source_arch(state: StateDict, fmt: str) -> str:
     if fmt == "official" and "stem.weight" in state:
         return "isotropic"
+    if (fmt == "torchvision" and "conv1.weight" in state) or "stages.0.0.conv1.weight" in state:
+        return "resnet"  # torchvision ResNets and the roadmap's ResNet steps
     return "convnextv2" if any("grn" in k for k in state) else "convnext"
 
 
 def _shape_hints(state: StateDict, fmt: str) -> tuple[int, int]:
     """(num_classes, in_chans) read off the head and stem tensors."""
     arch = _source_arch(state, fmt)
-    head, stem = _their_key(fmt, arch, "head.weight"), _their_key(
-        fmt, arch, "stem.weight" if arch == "isotropic" else "downsample_layers.0.0.weight")
+    stem = "stem.weight" if arch == "isotropic" else "downsample_layers.0.0.weight"
+    head, stem = _their_key(fmt, arch, "head.weight"), _their_key(fmt, arch, stem)
     if head not in state or stem not in state:
         raise CheckpointError(f"{fmt} checkpoint lacks its head or stem ({head}, {stem}): not a whole ConvNeXt")
     return state[head].shape[0], state[stem].shape[1]
@@ -51,7 +53,7 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
     """The registered model whose every tensor name and shape (head aside) matches the checkpoint."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; use a model name or one of {', '.join(FAMILIES)}")
-    families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic")
+    families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic", "roadmap")
     num_classes, in_chans = _shape_hints(state, fmt)
     overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
     for name in list_models():
