@@ -18,6 +18,7 @@ COMMANDS = {
     "eval": "convnext.commands.evaluate",
     "predict": "convnext.commands.predict",
     "roadmap": "convnext.commands.roadmap",
+    "export": "convnext.commands.export",
 }
 
 

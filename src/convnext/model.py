@@ -6,6 +6,7 @@ official checkpoint loads with `strict=True` and no renaming.
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
@@ -17,7 +18,9 @@ class Block(nn.Module):
     """dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> layer scale -> drop path -> +x.
 
     The two pointwise layers could equally be 1x1 convs on (N, C, H, W); like the official code we use
-    Linear on a channels-last view, which PyTorch runs slightly faster.
+    Linear on a channels-last view, which PyTorch runs slightly faster. Two exact rewrites save time
+    and memory: layer scale is applied to pwconv2's (C, 4C) weight instead of the (N, H, W, C)
+    activation, and without autograd GELU and the residual sum reuse their input buffers.
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -33,16 +36,25 @@ class Block(nn.Module):
         )
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwconv(x)
-        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
-        if self.gamma is not None:
-            x = self.gamma * x
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """dwconv -> LN -> pwconv1 -> GELU: (N, C, H, W) -> (N, H, W, 4C)."""
+        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        return gelu(self.pwconv1(self.norm(x)))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """pwconv2 with layer scale folded into its weight: (N, H, W, 4C) -> (N, C, H, W)."""
+        if self.gamma is None:
+            x = self.pwconv2(x)
+        else:
+            x = F.linear(x, self.pwconv2.weight * self.gamma[:, None], self.pwconv2.bias * self.gamma)
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.hidden(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.branch(x))
+        out = self.drop_path(self.branch(x))
+        return x + out if torch.is_grad_enabled() else out.add_(x)
 
 
 class BlockV2(Block):
@@ -53,10 +65,12 @@ class BlockV2(Block):
         self.grn = GRN(4 * dim)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwconv(x)
-        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(x)))))
-        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return self.project(self.grn(self.hidden(x)))
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU; in place when autograd is off, which saves allocating a 4C-wide activation."""
+    return F.gelu(x) if torch.is_grad_enabled() else torch.ops.aten.gelu_(x)
 
 
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:
@@ -146,6 +160,9 @@ class ConvNeXt(nn.Module):
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] = (0, 1, 2, 3)) -> list[torch.Tensor]:
         """The stage outputs at strides 4, 8, 16, 32 (for detection and segmentation heads)."""
         check_input(x, self.in_chans, self.min_input_size)
+        # Channels-last memory all the way: every permute to (N, H, W, C) is then free, and the
+        # depthwise conv runs its faster NHWC kernel (about 2x in training on CPUs).
+        x = x.contiguous(memory_format=torch.channels_last)
         checkpointed = self.grad_checkpointing and self.training
         return run_stages(self.downsample_layers, self.stages, x, indices, checkpointed)
 

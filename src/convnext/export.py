@@ -1,0 +1,109 @@
+"""Export to ONNX, TorchScript or a torch.export ExportedProgram, then check the file against eager.
+
+    convnext export --weights runs/my-run --format onnx --output model.onnx --dynamic-batch
+    convnext predict --weights model.onnx --backend onnxruntime photos/
+
+Each export is written atomically, reloaded, and run on random inputs next to the eager model; the
+largest absolute difference is printed and must stay within 1e-4. A `<output>.json` sidecar keeps the
+class names and preprocessing so the file can be used on its own.
+"""
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .atomic import atomic_file
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+TOLERANCE = 1e-4
+
+
+def _example(model: nn.Module, batch: int) -> torch.Tensor:
+    size = (getattr(model, "data_config", None) or {}).get("input_size", 224)
+    return torch.randn(batch, model.in_chans, size, size)
+
+
+def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool) -> None:
+    x = _example(model, 2)
+    with torch.no_grad():
+        if fmt == "onnx":
+            shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["x"],
+                                        output_names=["logits"], verbose=False)
+            program.save(str(path))
+        elif fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(model, x), str(path))
+        else:
+            shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+            torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), str(path))
+
+
+def load_runner(path: Path, fmt: str):
+    """A function images -> logits for an exported file."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path))
+        return lambda x: module(x)
+    module = torch.export.load(str(path)).module()
+    return lambda x: module(x)
+
+
+def check(model: nn.Module, path: Path, fmt: str, dynamic_batch: bool) -> list[tuple[int, float]]:
+    """Max |exported - eager| on random inputs: batches 1 and 3 when the batch is dynamic, else 2."""
+    run = load_runner(path, fmt)
+    results = []
+    for batch in ((1, 3) if dynamic_batch else (2,)):
+        x = _example(model, batch)
+        with torch.no_grad():
+            results.append((batch, (run(x).float() - model(x).float()).abs().max().item()))
+    return results
+
+
+def sidecar(model: nn.Module) -> dict:
+    data = getattr(model, "data_config", None) or {}
+    return {"model": getattr(model, "model_name", None), "in_chans": model.in_chans,
+            "num_classes": model.num_classes, "class_names": getattr(model, "class_names", None),
+            "input_size": data.get("input_size", 224), "mean": list(data.get("mean", (0.485, 0.456, 0.406))),
+            "std": list(data.get("std", (0.229, 0.224, 0.225))), "crop_pct": data.get("crop_pct", 0.875)}
+
+
+def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False) -> list[tuple[int, float]]:
+    """Write `model` as `fmt` to `output` (atomically), verify it, and return the checks."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+    output = Path(output)
+    model = model.eval()
+    with atomic_file(output) as tmp:
+        _write(model, fmt, tmp, dynamic_batch)
+        checks = check(model, tmp, fmt, dynamic_batch)
+        worst = max(diff for _, diff in checks)
+        if not worst <= TOLERANCE:
+            raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
+                               f"{output} not written")
+    with atomic_file(output.with_name(output.name + ".json")) as tmp:
+        tmp.write_text(json.dumps(sidecar(model), indent=2))
+    return checks
+
+
+class OnnxPredictor:
+    """Runs an exported .onnx with onnxruntime, with the preprocessing from its sidecar JSON."""
+
+    def __init__(self, path: str | Path):
+        from .data import eval_transform
+
+        path = Path(path)
+        meta_path = path.with_name(path.name + ".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise FileNotFoundError(f"{path}: need the .onnx file and its {meta_path.name} sidecar (from convnext export)")
+        meta = json.loads(meta_path.read_text())
+        self.run = load_runner(path, "onnx")
+        self.in_chans, self.class_names = meta["in_chans"], meta["class_names"]
+        self.transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta["crop_pct"])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.run(batch.contiguous()).float().softmax(dim=1)
