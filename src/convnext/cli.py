@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": "convnext.commands.predict",
     "roadmap": "convnext.commands.roadmap",
     "export": "convnext.commands.export",
+    "bench": "convnext.commands.bench",
 }
 
 

@@ -19,13 +19,13 @@ FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4
 
 
-def _example(model: nn.Module, batch: int) -> torch.Tensor:
-    size = (getattr(model, "data_config", None) or {}).get("input_size", 224)
+def _example(model: nn.Module, batch: int, size: int | None = None) -> torch.Tensor:
+    size = size or (getattr(model, "data_config", None) or {}).get("input_size", 224)
     return torch.randn(batch, model.in_chans, size, size)
 
 
-def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool) -> None:
-    x = _example(model, 2)
+def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: int | None = None) -> None:
+    x = _example(model, 2, size)
     with torch.no_grad():
         if fmt == "onnx":
             shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None

@@ -44,6 +44,40 @@ class GRN(nn.Module):
         return self.gamma * (x * nx) + self.beta + x
 
 
+class _GeluLinear(torch.autograd.Function):
+    """linear(gelu(h), W, b) that saves only h and recomputes gelu(h) in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(h, weight)
+        return F.linear(F.gelu(h), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, weight = ctx.saved_tensors
+        g = F.gelu(h).to(grad.dtype)  # under autocast h and grad are low precision, weight is not
+        flat_grad, flat_g = grad.reshape(-1, grad.shape[-1]), g.reshape(-1, g.shape[-1])
+        grad_h = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.ops.aten.gelu_backward(grad @ weight.to(grad.dtype), h.to(grad.dtype)).to(h.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (flat_grad.t() @ flat_g).to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_bias = flat_grad.sum(dim=0).to(weight.dtype)
+        return grad_h, grad_weight, grad_bias
+
+
+def gelu_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """linear(gelu(h)), exact. With autograd it keeps only h for the backward pass and recomputes
+    gelu(h) there: one 4C-wide activation per block less to store (about a third of a ConvNeXt's
+    activation memory), and faster on CPUs, where allocating it costs more than the recomputation.
+    Without autograd GELU runs in place.
+    """
+    if torch.is_grad_enabled():
+        return _GeluLinear.apply(h, weight, bias)
+    return F.linear(torch.ops.aten.gelu_(h), weight, bias)
+
+
 def init_weights(module: nn.Module) -> None:
     """The official initialisation: trunc-normal(std 0.02) conv/linear weights, zero biases."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):

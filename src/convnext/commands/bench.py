@@ -1,0 +1,51 @@
+"""Benchmark our model (eager, optimized) against timm, torchvision and transformers on the same weights.
+
+    convnext bench                                   # ConvNeXt-T, batch 16, 224², CPU
+    convnext bench --compile --json bench.json --plot bench.png
+    convnext bench --device cuda --amp bf16 --batch-size 128
+    convnext bench --model convnext_test --input-size 64 --rounds 1 --iters 1 --no-memory   # seconds
+
+Reports inference img/s, batch-1 latency, training-step img/s (forward + backward + AdamW), peak
+training memory, ratios to the fastest peer and the share of a measured fp32 matmul peak.
+"""
+import argparse
+
+from .. import bench
+from ..peers import PEERS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="convnext_tiny")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (CUDA)")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated; 'none' for ours only")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=2, help="timed calls per measurement")
+    parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                        help="also time torch.compile (Inductor, frozen weights)")
+    parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time onnxruntime (CPU, when installed)")
+    parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="write a bar chart PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        raise ValueError(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
+    report = bench.run(args.model, args.batch_size, args.input_size, args.device, peers, args.rounds, args.iters,
+                       args.train, args.memory, args.compile, args.onnx, args.grad_checkpointing, args.amp)
+    print(bench.table(report))
+    if args.json:
+        bench.save(report, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
