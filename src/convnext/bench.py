@@ -136,7 +136,17 @@ def cpu_training_memory(spec: dict, batch: int, size: int) -> float:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_memory_child, args=(spec, batch, size, torch.get_num_threads(), queue))
-    process.start()
+    # glibc then maps every buffer over 64 KiB on its own and unmaps it on free, so the resident set
+    # follows live memory instead of the allocator's cache: the same rule for every contender.
+    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    try:
+        process.start()
+    finally:
+        if saved is None:
+            del os.environ["MALLOC_MMAP_THRESHOLD_"]
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
     process.join()
     return queue.get(timeout=5) / 2**20 if process.exitcode == 0 else float("nan")
 

@@ -55,15 +55,16 @@ class _GeluLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         h, weight = ctx.saved_tensors
-        g = F.gelu(h).to(grad.dtype)  # under autocast h and grad are low precision, weight is not
-        flat_grad, flat_g = grad.reshape(-1, grad.shape[-1]), g.reshape(-1, g.shape[-1])
+        flat_grad = grad.reshape(-1, grad.shape[-1])
         grad_h = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_h = torch.ops.aten.gelu_backward(grad @ weight.to(grad.dtype), h.to(grad.dtype)).to(h.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = (flat_grad.t() @ flat_g).to(weight.dtype)
+            g = F.gelu(h).to(grad.dtype)  # under autocast h and grad are low precision, weight is not
+            grad_weight = (flat_grad.t() @ g.reshape(-1, g.shape[-1])).to(weight.dtype)
+            del g  # free the recomputed activation before the input gradient needs its own buffers
         if ctx.needs_input_grad[2]:
             grad_bias = flat_grad.sum(dim=0).to(weight.dtype)
+        if ctx.needs_input_grad[0]:
+            grad_h = torch.ops.aten.gelu_backward(grad @ weight.to(grad.dtype), h.to(grad.dtype)).to(h.dtype)
         return grad_h, grad_weight, grad_bias
 
 
