@@ -111,7 +111,7 @@ def test_export_bad_input_gives_one_error_line(tmp_path, capsys):
     cases = [
         (["--weights", str(tmp_path / "w"), "--format", "tflite", "--output", str(tmp_path / "m")], "unknown export format"),
         (["--weights", str(tmp_path / "w"), "--format", "onnx", "--output", str(tmp_path / "file" / "m.onnx")],
-         "Not a directory"),
+         "file is not a directory"),
         (["--model", "convnext_tiny", "--weights", str(tmp_path / "w"), "--format", "onnx", "--output",
           str(tmp_path / "m.onnx")], "does not fit convnext_tiny"),
     ]

@@ -63,11 +63,11 @@ def test_gradient_checkpointing_leaves_gradients_unchanged(name):
 
 
 def test_gradient_checkpointing_recomputes_every_block(monkeypatch):
-    import convnext.model as model_module
+    import convnext.layers as layers
 
     calls = []
-    real = model_module.checkpoint
-    monkeypatch.setattr(model_module, "checkpoint", lambda fn, *a, **k: calls.append(fn) or real(fn, *a, **k))
+    real = layers.checkpoint
+    monkeypatch.setattr(layers, "checkpoint", lambda fn, *a, **k: calls.append(fn) or real(fn, *a, **k))
     model = convnext.create_model("convnext_test").train()
     model(torch.randn(2, 3, 32, 32))
     assert calls == []

@@ -214,3 +214,15 @@ def test_bad_images_can_be_skipped_and_counted(tmp_path, capsys):
     assert main(["train", *TINY, "--data", str(broken), "--batch-size", "4", "--epochs", "1",
                  "--on-bad-image", "skip", "--output-dir", str(tmp_path / "run")]) == 0
     assert f"skipped 1 unreadable image(s), e.g. {broken / 'cat' / 'bad.png'}" in capsys.readouterr().out
+
+
+def test_run_killed_before_its_first_checkpoint_restarts_from_the_beginning(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [*TINY, "--epochs", "1", "--subset", "64", "--workers", "1", "--output-dir", str(run_dir)]
+    assert main(["train", *args, "--max-steps", "1"]) == 0
+    for path in run_state.checkpoint_files(run_dir):  # as if killed before any checkpoint was written
+        path.unlink()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("started;") == 2 and "resumed" not in out  # a fresh start, from the saved config
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2  # 64 images, batch 32

@@ -19,11 +19,18 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _make_parent(destination: Path) -> None:
+    blocker = next((p for p in (destination.parent, *destination.parent.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot write {destination}: {blocker} is not a directory")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextmanager
 def atomic_file(destination: str | os.PathLike) -> Iterator[Path]:
     """`with atomic_file("w.pth") as tmp: torch.save(state, tmp)` -> w.pth replaced in one step."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(destination)
     fd, tmp = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -41,7 +48,7 @@ def atomic_dir(destination: str | os.PathLike) -> Iterator[Path]:
     destination = Path(destination)
     if destination.exists() and not destination.is_dir():
         raise NotADirectoryError(f"{destination} exists and is not a directory")
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(destination)
     tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent))
     try:
         yield tmp

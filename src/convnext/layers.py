@@ -5,6 +5,7 @@ Drop path is torchvision's `StochasticDepth(p, "row")` (per-sample), so it is no
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -85,6 +86,43 @@ def init_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+class Classifier(nn.Module):
+    """What every network here shares: the official init, the head split, and checkpointing switch.
+
+    Subclasses define `forward_features` (pooled, normalised features) and a Linear `head`.
+    """
+
+    grad_checkpointing = False
+
+    def init_weights(self, head_init_scale: float) -> None:
+        """Trunc-normal(0.02) conv/linear weights, zero biases; the head scaled by `head_init_scale`."""
+        self.apply(init_weights)
+        with torch.no_grad():
+            self.head.weight.mul_(head_init_scale)
+            self.head.bias.mul_(head_init_scale)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute blocks in the backward pass: less memory, same gradients."""
+        self.grad_checkpointing = enable
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpointed_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run blocks keeping only each block's input; every block is recomputed once in backward.
+
+    Block by block costs the same recomputation as one checkpoint per stage but holds one block's
+    activations at a time instead of a whole stage's.
+    """
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False)
+    return x
 
 
 def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:

@@ -8,10 +8,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from .layers import GRN, LayerNorm2d, check_input, gelu_linear, init_weights
+from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks, gelu_linear
 
 
 class Block(nn.Module):
@@ -95,17 +94,6 @@ def run_stages(downsample_layers: nn.ModuleList, stages: nn.ModuleList, x: torch
     return outputs
 
 
-def checkpointed_blocks(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run a stage keeping only each block's input; every block is recomputed once in backward.
-
-    Checkpointing block by block costs the same recomputation as one checkpoint per stage but holds
-    one block's activations at a time instead of a whole stage's.
-    """
-    for block in stage:
-        x = checkpoint(block, x, use_reentrant=False)
-    return x
-
-
 def check_hyperparameters(num_classes: int, in_chans: int, drop_path_rate: float,
                           layer_scale_init_value: float, head_init_scale: float) -> None:
     """Reject bad settings at construction, where the message can name them."""
@@ -121,7 +109,7 @@ def check_hyperparameters(num_classes: int, in_chans: int, drop_path_rate: float
         raise ValueError(f"head_init_scale must be > 0, got {head_init_scale!r}")
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(Classifier):
     """ConvNeXt (Liu et al., 2022). `create_model("convnext_tiny")` builds the paper's ConvNeXt-T."""
 
     min_input_size = 32  # total stride: smaller inputs would vanish before the last stage
@@ -142,7 +130,6 @@ class ConvNeXt(nn.Module):
             raise ValueError(f"depths and dims need four stages, got {tuple(depths)} and {tuple(dims)}")
         self.in_chans, self.num_classes, self.dims = in_chans, num_classes, tuple(dims)
         self.num_features = dims[-1]
-        self.grad_checkpointing = False
 
         stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0]))
         downsamples = [
@@ -156,18 +143,10 @@ class ConvNeXt(nn.Module):
         )
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes)
-
-        self.apply(init_weights)
-        with torch.no_grad():
-            self.head.weight.mul_(head_init_scale)
-            self.head.bias.mul_(head_init_scale)
+        self.init_weights(head_init_scale)
 
     def make_block(self, dim: int, drop_path: float, layer_scale_init_value: float) -> nn.Module:
         return Block(dim, drop_path, layer_scale_init_value)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute the stages (block by block) in the backward pass: less memory, same gradients."""
-        self.grad_checkpointing = enable
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] = (0, 1, 2, 3)) -> list[torch.Tensor]:
         """The stage outputs at strides 4, 8, 16, 32 (for detection and segmentation heads)."""
@@ -183,11 +162,6 @@ class ConvNeXt(nn.Module):
         x = self.forward_intermediates(x, indices=(3,))[0]
         return self.norm(x.mean(dim=(-2, -1)))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class ConvNeXtV2(ConvNeXt):

@@ -14,10 +14,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
-from .layers import LayerNorm2d, check_input, init_weights
+from .layers import Classifier, LayerNorm2d, check_input, checkpointed_blocks
 from .model import check_hyperparameters, drop_path_rates
 from .registry import register_model
 
@@ -115,7 +114,7 @@ class RoadmapBlock(nn.Module):
         return self.post_act(self.shortcut(x) + self.drop_path(out))
 
 
-class RoadmapNet(nn.Module):
+class RoadmapNet(Classifier):
     """The configurable network of the roadmap. `RoadmapNet(RoadmapConfig())` is ResNet-50 (v1.5)."""
 
     min_input_size = 32
@@ -125,7 +124,6 @@ class RoadmapNet(nn.Module):
         super().__init__()
         check_hyperparameters(num_classes, in_chans, drop_path_rate, config.layer_scale, head_init_scale)
         self.config, self.in_chans, self.num_classes = config, in_chans, num_classes
-        self.grad_checkpointing = False
         c, widths = config, config.widths
         dims = [w if c.inverted else 4 * w for w in widths]  # the residual stream's width per stage
         stem_dim = widths[0]
@@ -152,27 +150,15 @@ class RoadmapNet(nn.Module):
         self.num_features = dims[-1]
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6) if c.separate_downsampling else nn.Identity()
         self.head = nn.Linear(dims[-1], num_classes)
-        self.apply(init_weights)
-        with torch.no_grad():
-            self.head.weight.mul_(head_init_scale)
-            self.head.bias.mul_(head_init_scale)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
+        self.init_weights(head_init_scale)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans, self.min_input_size)
         for i, stage in enumerate(self.stages):
             if i < len(self.downsample_layers):
                 x = self.downsample_layers[i](x)
-            x = checkpoint(stage, x, use_reentrant=False) if self.grad_checkpointing and self.training else stage(x)
+            x = checkpointed_blocks(stage, x) if self.grad_checkpointing and self.training else stage(x)
         return self.norm(x.mean(dim=(-2, -1)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @dataclass(frozen=True)
