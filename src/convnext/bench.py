@@ -177,14 +177,16 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
 
     def train_step(c):
         model = c.model.train()
-        model.set_grad_checkpointing(True) if "grad-ckpt" in c.name else None
+        checkpointed = c.spec.get("grad_checkpointing", False)
+        if checkpointed:
+            model.set_grad_checkpointing(True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = model(x).float().logsumexp(dim=1).mean()
         optimizers[c.name].zero_grad(set_to_none=True)
         loss.backward()
         optimizers[c.name].step()
         model.eval()
-        if hasattr(model, "set_grad_checkpointing"):
+        if checkpointed:
             model.set_grad_checkpointing(False)
 
     times = {c.name: {"infer": [], "latency": [], "train": []} for c in found}

@@ -81,25 +81,17 @@ def _build_model(recipe: Recipe, run: RunConfig, data: DataBundle) -> torch.nn.M
     wanted = {"num_classes": len(data.class_names), "in_chans": data.in_chans, "drop_path_rate": recipe.drop_path,
               "layer_scale_init_value": recipe.layer_scale, "head_init_scale": recipe.head_init_scale}
     model = create_model(recipe.model, **{k: v for k, v in wanted.items() if k in options})
+    # A new head keeps the model's own init, already scaled by head_init_scale (0.001 to fine-tune).
     if run.weights:
         load_weights(model, run.weights, reset_head=True)
-        _scale_head(model, recipe.head_init_scale)
     elif run.pretrained:
         from .hub import load_pretrained_weights
 
         load_pretrained_weights(model, recipe.model, None if run.pretrained == "default" else run.pretrained)
-        _scale_head(model, recipe.head_init_scale)
     model.class_names = data.class_names
     model.data_config = {"mean": data.mean, "std": data.std, "input_size": data.input_size,
                          "crop_pct": recipe.crop_pct}
     return model
-
-
-def _scale_head(model, scale: float) -> None:
-    """A new head for fine-tuning starts small (head_init_scale, 0.001 in the paper's recipe)."""
-    with torch.no_grad():
-        model.head.weight.mul_(scale)
-        model.head.bias.mul_(scale)
 
 
 def _mixer(recipe: Recipe, num_classes: int):

@@ -4,7 +4,7 @@ import argparse
 import torch
 
 from ..registry import create_model
-from ..weights import load_pretrained
+from ..weights import load_pretrained, load_weights
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,15 +16,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:
     if args.weights:
-        model = load_pretrained(args.weights) if not args.model else _load_named(args.model, args.weights)
+        model = load_weights(args.model, args.weights) if args.model else load_pretrained(args.weights)
     elif args.model and args.pretrained:
         model = create_model(args.model, pretrained=args.pretrained)
     else:
         raise ValueError("give --weights PATH, or --model NAME --pretrained")
     return model.to(args.device).eval()
-
-
-def _load_named(name: str, path: str) -> torch.nn.Module:
-    from ..weights import load_weights
-
-    return load_weights(name, path)
