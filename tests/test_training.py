@@ -226,3 +226,13 @@ def test_run_killed_before_its_first_checkpoint_restarts_from_the_beginning(tmp_
     out = capsys.readouterr().out
     assert out.count("started;") == 2 and "resumed" not in out  # a fresh start, from the saved config
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2  # 64 images, batch 32
+
+
+def test_compile_channels_last_checkpointing_and_deterministic_modes_train(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--subset", "64", "--compile", "--channels-last",
+                 "--grad-checkpointing", "--deterministic", "--output-dir", str(run_dir), "--json"]) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["steps"] == 2 and 0 <= summary["test_top1"] <= 1
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["compile"] and config["channels_last"] and config["grad_checkpointing"] and config["deterministic"]

@@ -284,6 +284,7 @@ def prepare_run_dir(recipe: Recipe, run: RunConfig) -> Path:
 def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
     """Train one run; returns the summary (test_top1, test_top5, epochs, wall_s, run_dir, ...)."""
     context = distributed.setup(run.device)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()  # --deterministic is per run
     try:
         run_dir = resume_dir or prepare_run_dir(recipe, run)
         if context.distributed and resume_dir is None and run.output_dir is None:
@@ -322,6 +323,7 @@ def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = N
             log.close()
         return summary
     finally:
+        torch.use_deterministic_algorithms(deterministic_before)
         distributed.teardown()
 
 
