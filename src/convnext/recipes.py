@@ -3,35 +3,39 @@
 Every field can be overridden from the command line (`--lr`, `--epochs`, ...). Learning rates are given
 at `lr_base_batch` and scaled linearly to the effective batch (batch x processes x accumulation).
 """
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
 class Recipe:
-    model: str = "convnext_tiny"
-    epochs: int = 300
-    batch_size: int = 128  # per process
-    lr: float = 4e-3  # at lr_base_batch, scaled linearly to the effective batch
-    lr_base_batch: int = 4096
-    min_lr: float = 1e-6  # cosine floor
-    warmup_epochs: float = 20
-    weight_decay: float = 0.05  # never on biases, norms, layer scale or GRN
-    layer_decay: float | None = None  # layer-wise lr decay (fine-tuning); None: off
-    label_smoothing: float = 0.1
-    mixup: float = 0.8  # MixUp alpha; 0 disables
-    cutmix: float = 1.0  # CutMix alpha; 0 disables (with both on, each batch picks one at random)
-    randaugment: int | None = 9  # RandAugment magnitude (2 ops); None disables
-    reprob: float = 0.25  # random erasing probability
-    hflip: float = 0.5
-    min_crop_scale: float = 0.08  # RandomResizedCrop keeps at least this share of the image
-    drop_path: float = 0.1
-    layer_scale: float = 1e-6
-    head_init_scale: float = 1.0
-    ema_decay: float | None = 0.9999  # None: no EMA
-    clip_grad: float | None = None  # max gradient norm
-    accum_steps: int = 1
-    input_size: int | None = 224  # None: fit the data (small images stay small)
-    crop_pct: float = 0.875  # eval: resize to input_size / crop_pct, then centre-crop
+    model: str = field(default="convnext_tiny",
+                                     metadata={"help": "model name (any registered, roadmap steps included)"})
+    epochs: int = field(default=300, metadata={"help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"help": "images per process per step"})
+    lr: float = field(default=4e-3,
+                                     metadata={"help": "peak learning rate at lr_base_batch, scaled linearly to the effective batch"})
+    lr_base_batch: int = field(default=4096, metadata={"help": "the batch size --lr is given for"})
+    min_lr: float = field(default=1e-6, metadata={"help": "learning rate at the end of the cosine"})
+    warmup_epochs: float = field(default=20, metadata={"help": "linear warm-up, per iteration"})
+    weight_decay: float = field(default=0.05, metadata={"help": "never on biases, norms, layer scale or GRN"})
+    layer_decay: float | None = field(default=None, metadata={"help": "layer-wise lr decay (fine-tuning); None: off"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
+    mixup: float = field(default=0.8, metadata={"help": "MixUp alpha; 0 disables"})
+    cutmix: float = field(default=1.0,
+                                     metadata={"help": "CutMix alpha; 0 disables (with both on, each batch picks one at random)"})
+    randaugment: int | None = field(default=9, metadata={"help": "RandAugment magnitude (2 ops); None disables"})
+    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
+    hflip: float = field(default=0.5, metadata={"help": "horizontal flip probability"})
+    min_crop_scale: float = field(default=0.08,
+                                     metadata={"help": "RandomResizedCrop keeps at least this share of the image"})
+    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate at the last block"})
+    layer_scale: float = field(default=1e-6, metadata={"help": "layer scale init value (0: none)"})
+    head_init_scale: float = field(default=1.0, metadata={"help": "head weight scale at init (0.001 to fine-tune)"})
+    ema_decay: float | None = field(default=0.9999, metadata={"help": "None: no EMA"})
+    clip_grad: float | None = field(default=None, metadata={"help": "max gradient norm"})
+    accum_steps: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    input_size: int | None = field(default=224, metadata={"help": "None: fit the data (small images stay small)"})
+    crop_pct: float = field(default=0.875, metadata={"help": "eval: resize to input_size / crop_pct, then centre-crop"})
 
     def update(self, **overrides) -> "Recipe":
         names = {f.name for f in fields(self)}

@@ -62,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe_flags = parser.add_argument_group("recipe fields (override the preset)")
     for f in fields(Recipe):
         recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f.type),
-                                  default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper())
+                                  default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper(),
+                                  help=f"{f.metadata['help']} (preset: {getattr(RECIPES['small'], f.name)} small, "
+                                       f"{getattr(RECIPES['in1k'], f.name)} in1k)")
 
 
 def run(args: argparse.Namespace) -> int:
