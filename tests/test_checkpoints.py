@@ -203,7 +203,7 @@ def test_cli_bad_files_exit_non_zero_with_one_line(tmp_path, capsys, monkeypatch
 def test_cli_converts_every_direction(fmt, tmp_path, capsys):
     source = perturbed(convnext.create_model("convnext_test")).eval()
     torch.save({"model": source.state_dict()}, tmp_path / "src.pth")
-    destination = tmp_path / ("out" if fmt in ("ours", "hf") else f"out.pth")
+    destination = tmp_path / ("out" if fmt in ("ours", "hf") else "out.pth")
     assert main(["convert", str(tmp_path / "src.pth"), str(destination), "--to", fmt]) == 0
     assert "convnext_test" in capsys.readouterr().out
     if fmt == "torchvision":  # torchvision has no test-size model: check the names instead

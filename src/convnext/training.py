@@ -66,14 +66,17 @@ class RunConfig:
     recipe: dict = field(default_factory=dict)
 
 
-def _stop_requests():
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGINT/SIGTERM into a list the loop checks between steps (installed before any set-up,
+    so a signal during start-up is not lost either); the previous handlers come back afterwards."""
     seen: list[int] = []
-
-    def handler(signum, frame):
-        seen.append(signum)
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    return seen, previous
+    previous = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _build_model(recipe: Recipe, run: RunConfig, data: DataBundle) -> torch.nn.Module:
@@ -227,42 +230,37 @@ class Trainer:
         ema_metrics = evaluate(self.ema.module, self.val_loader, self.num_classes, **kwargs) if self.ema else None
         return metrics, ema_metrics
 
-    def fit(self, log, say) -> dict:
-        stop, previous = _stop_requests()
+    def fit(self, log, say, stop: list[int]) -> dict:
         start = time.time()
-        try:
-            while self.epoch < self.recipe.epochs:
-                epoch_start = time.time()
-                train_loss = self.train_epoch(stop, progress=self.ctx.is_main)
-                if stop or (self.step_in_epoch < self.steps_per_epoch):  # interrupted, or max_steps mid-epoch
-                    self.save()
-                    self.last_metrics = None
-                    if stop:
-                        name = signal.Signals(stop[0]).name
-                        raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
-                                          f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}",
-                                          stop[0])
-                    break
-                metrics, ema_metrics = self.last_metrics = self.validate()
-                chosen = ema_metrics if ema_metrics and ema_metrics["top1"] > metrics["top1"] else metrics
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                best = chosen["top1"] > self.best_top1
-                self.best_top1 = max(self.best_top1, chosen["top1"])
-                row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
-                       "train_loss": train_loss, "val_loss": chosen["loss"], "val_top1": chosen["top1"],
-                       "val_top5": chosen["top5"], "epoch_s": time.time() - epoch_start}
-                if self.ctx.is_main:
-                    log.epoch(row)
-                    ema_note = f"  (EMA {100 * ema_metrics['top1']:.2f}%)" if ema_metrics else ""
-                    say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
-                        f"val_loss {chosen['loss']:.4f}  top1 {100 * chosen['top1']:.2f}%  "
-                        f"top5 {100 * chosen['top5']:.2f}%{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
-                self.save(best=best)
-                if self.global_step == self.run.max_steps:
-                    break
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        while self.epoch < self.recipe.epochs:
+            epoch_start = time.time()
+            train_loss = self.train_epoch(stop, progress=self.ctx.is_main)
+            if stop or (self.step_in_epoch < self.steps_per_epoch):  # interrupted, or max_steps mid-epoch
+                self.save()
+                self.last_metrics = None
+                if stop:
+                    name = signal.Signals(stop[0]).name
+                    raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
+                                      f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}",
+                                      stop[0])
+                break
+            metrics, ema_metrics = self.last_metrics = self.validate()
+            chosen = ema_metrics if ema_metrics and ema_metrics["top1"] > metrics["top1"] else metrics
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            best = chosen["top1"] > self.best_top1
+            self.best_top1 = max(self.best_top1, chosen["top1"])
+            row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": train_loss, "val_loss": chosen["loss"], "val_top1": chosen["top1"],
+                   "val_top5": chosen["top5"], "epoch_s": time.time() - epoch_start}
+            if self.ctx.is_main:
+                log.epoch(row)
+                ema_note = f"  (EMA {100 * ema_metrics['top1']:.2f}%)" if ema_metrics else ""
+                say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
+                    f"val_loss {chosen['loss']:.4f}  top1 {100 * chosen['top1']:.2f}%  "
+                    f"top5 {100 * chosen['top5']:.2f}%{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+            self.save(best=best)
+            if self.global_step == self.run.max_steps:
+                break
         return {"wall_s": time.time() - start}
 
     def final_model(self) -> tuple[torch.nn.Module, dict, str]:
@@ -285,46 +283,51 @@ def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = N
     """Train one run; returns the summary (test_top1, test_top5, epochs, wall_s, run_dir, ...)."""
     context = distributed.setup(run.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # --deterministic is per run
-    try:
-        run_dir = resume_dir or prepare_run_dir(recipe, run)
-        if context.distributed and resume_dir is None and run.output_dir is None:
-            raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
-        run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir)})
-        trainer = Trainer(recipe, run, run_dir, context)
-        state = run_state.load_latest(run_dir) if resume_dir else None
-        if state:
-            trainer.restore(state)
-        log = None
-        if context.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
-            log = reporting.RunLog(run_dir)
-            log.truncate(trainer.epoch)
-            where = f"resumed at epoch {trainer.epoch + 1}, step {trainer.global_step}" if state else "started"
-            say(f"{recipe.model}: {where}; {len(trainer.data.train)} train / {len(trainer.data.val)} val images, "
-                f"{trainer.num_classes} classes, input {trainer.data.input_size}px, "
-                f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {trainer.lr:.3g} for effective batch "
-                f"{trainer.effective_batch} ({recipe.batch_size} x {context.world_size} process(es) x "
-                f"{recipe.accum_steps} accumulation); run dir {run_dir}")
-            if trainer.data.skipped:
-                say(f"skipped {len(trainer.data.skipped)} unreadable image(s), e.g. {trainer.data.skipped[0]}")
-        timing = trainer.fit(log, say)
-        model, metrics, which = trainer.final_model()
-        summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
-                   "epochs": trainer.epoch, "steps": trainer.global_step, "wall_s": timing["wall_s"],
-                   "run_dir": str(run_dir), "model": recipe.model, "weights_from": which,
-                   "effective_batch": trainer.effective_batch, "lr": trainer.lr}
-        if context.is_main:
-            save_pretrained(model, run_dir)
-            if (run_dir / reporting.METRICS_FILE).exists():
-                reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
-            reporting.plot_confusion(metrics["confusion"], trainer.data.class_names, run_dir / "confusion.png")
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-            log.close()
-        return summary
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before)
-        distributed.teardown()
+    with contextlib.ExitStack() as cleanup:
+        stop = cleanup.enter_context(stop_requests())
+        cleanup.callback(distributed.teardown)
+        cleanup.callback(torch.use_deterministic_algorithms, deterministic_before)
+        return _train(recipe, run, say, resume_dir, context, stop)
+
+
+def _train(recipe: Recipe, run: RunConfig, say, resume_dir: Path | None, context: distributed.Context,
+           stop: list[int]) -> dict:
+    run_dir = resume_dir or prepare_run_dir(recipe, run)
+    if context.distributed and resume_dir is None and run.output_dir is None:
+        raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
+    run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir)})
+    trainer = Trainer(recipe, run, run_dir, context)
+    state = run_state.load_latest(run_dir) if resume_dir else None
+    if state:
+        trainer.restore(state)
+    log = None
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
+        log = reporting.RunLog(run_dir)
+        log.truncate(trainer.epoch)
+        where = f"resumed at epoch {trainer.epoch + 1}, step {trainer.global_step}" if state else "started"
+        say(f"{recipe.model}: {where}; {len(trainer.data.train)} train / {len(trainer.data.val)} val images, "
+            f"{trainer.num_classes} classes, input {trainer.data.input_size}px, "
+            f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {trainer.lr:.3g} for effective batch "
+            f"{trainer.effective_batch} ({recipe.batch_size} x {context.world_size} process(es) x "
+            f"{recipe.accum_steps} accumulation); run dir {run_dir}")
+        if trainer.data.skipped:
+            say(f"skipped {len(trainer.data.skipped)} unreadable image(s), e.g. {trainer.data.skipped[0]}")
+    timing = trainer.fit(log, say, stop)
+    model, metrics, which = trainer.final_model()
+    summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
+               "epochs": trainer.epoch, "steps": trainer.global_step, "wall_s": timing["wall_s"],
+               "run_dir": str(run_dir), "model": recipe.model, "weights_from": which,
+               "effective_batch": trainer.effective_batch, "lr": trainer.lr}
+    if context.is_main:
+        save_pretrained(model, run_dir)
+        if (run_dir / reporting.METRICS_FILE).exists():
+            reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
+        reporting.plot_confusion(metrics["confusion"], trainer.data.class_names, run_dir / "confusion.png")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.close()
+    return summary
 
 
 def resume(run_dir: str | Path, say=print, max_steps: int | None = None) -> dict:
