@@ -8,7 +8,15 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .keymaps import FORMATS, MARKERS, RESNET_TORCHVISION_RULES, TORCHVISION_RULES, Rule, hf_rules, timm_rules
+from .keymaps import (
+    FORMATS,
+    MARKERS,
+    RESNET_TORCHVISION_RULES,
+    TORCHVISION_RULES,
+    Rule,
+    hf_rules,
+    timm_rules,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -52,7 +60,7 @@ def rules_for(fmt: str, arch: str, conv_mlp: bool = False) -> list[Rule] | None:
     return hf_rules("convnextv2" if arch == "convnextv2" else "convnext")
 
 
-def _target(rules: list[Rule] | None, key: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+def target_key(rules: list[Rule] | None, key: str, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
     """Our key and shape -> the format's key and shape."""
     if rules is None:
         return key, shape
@@ -68,7 +76,7 @@ def to_format(state: Mapping[str, torch.Tensor], fmt: str, conv_mlp: bool = Fals
     rules = rules_for(fmt, architecture(state), conv_mlp)
     out = {}
     for key, tensor in state.items():
-        name, shape = _target(rules, key, tuple(tensor.shape))
+        name, shape = target_key(rules, key, tuple(tensor.shape))
         out[name] = tensor.reshape(shape).contiguous()
     return out
 
@@ -91,7 +99,7 @@ def from_format(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str =
     rules = rules_for(fmt, architecture(ours), conv_mlp)
     expected = {}  # their key -> (our key, their shape)
     for key, tensor in ours.items():
-        name, shape = _target(rules, key, tuple(tensor.shape))
+        name, shape = target_key(rules, key, tuple(tensor.shape))
         expected[name] = (key, shape)
     dropped = {name for name, (key, _) in expected.items() if key in skip}
     source = {k: v for k, v in source.items() if k not in dropped}

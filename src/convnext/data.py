@@ -97,12 +97,10 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def indices(self) -> list[int]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-        else:
-            order = list(range(self.size))
-        if self.shuffle:  # training: equal shares; evaluation keeps every sample
-            order = order[: self.size - self.size % self.world_size]
+        if not self.shuffle:  # evaluation: every sample, in order
+            return list(range(self.size))[self.rank :: self.world_size]
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order = order[: self.size - self.size % self.world_size]  # training: equal shares
         return order[self.rank :: self.world_size]
 
     def __iter__(self):

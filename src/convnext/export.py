@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_file
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4
@@ -68,8 +69,8 @@ def sidecar(model: nn.Module) -> dict:
     data = getattr(model, "data_config", None) or {}
     return {"model": getattr(model, "model_name", None), "in_chans": model.in_chans,
             "num_classes": model.num_classes, "class_names": getattr(model, "class_names", None),
-            "input_size": data.get("input_size", 224), "mean": list(data.get("mean", (0.485, 0.456, 0.406))),
-            "std": list(data.get("std", (0.229, 0.224, 0.225))), "crop_pct": data.get("crop_pct", 0.875)}
+            "input_size": data.get("input_size", 224), "mean": list(data.get("mean", IMAGENET_MEAN)),
+            "std": list(data.get("std", IMAGENET_STD)), "crop_pct": data.get("crop_pct", 0.875)}
 
 
 def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False) -> list[tuple[int, float]]:

@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from .atomic import atomic_file
+from .checkpoint_io import read_checkpoint
 from .convert import CheckpointError
 from .imagenet import imagenet_class_names
+from .weights import load_state
 
 V1 = "https://dl.fbaipublicfiles.com/convnext/"
 V2 = "https://dl.fbaipublicfiles.com/convnext/convnextv2/"
@@ -96,9 +98,6 @@ def download(weights: Weights, progress: bool = True) -> Path:
 
 def load_pretrained_weights(model: nn.Module, name: str, tag: str | None = None) -> None:
     """Download (or find in the cache) and load the published weights for `name` into `model`."""
-    from .weights import load_state
-    from .checkpoint_io import read_checkpoint
-
     weights = pretrained_weights(name, tag)
     state, _ = read_checkpoint(download(weights))
     reset = load_state(model, state, "auto", reset_head=model.num_classes != weights.num_classes)

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks, gelu_linear
+from .layers import (
+    GRN,
+    Classifier,
+    LayerNorm2d,
+    check_input,
+    checkpointed_blocks,
+    gelu_linear,
+)
 
 
 class Block(nn.Module):

@@ -13,8 +13,20 @@ import torch
 from torch import nn
 
 from .atomic import atomic_file
-from .checkpoint_io import METADATA_KEY, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint
-from .convert import CheckpointError, StateDict, detect_format, from_format, rules_for
+from .checkpoint_io import (
+    METADATA_KEY,
+    MODEL_CONFIG_FILE,
+    WEIGHTS_FILE,
+    read_checkpoint,
+)
+from .convert import (
+    CheckpointError,
+    StateDict,
+    detect_format,
+    from_format,
+    rules_for,
+    target_key,
+)
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .registry import create_model, get_spec, list_models
 
@@ -25,10 +37,7 @@ FAMILIES = {"convnext": ("convnext",), "convnextv2": ("convnextv2",), "isotropic
 
 
 def _their_key(fmt: str, arch: str, our_key: str) -> str:
-    rules = rules_for(fmt, arch)
-    if rules is None:
-        return our_key
-    return next(name for rule in rules if (name := rule.apply(our_key)) is not None)
+    return target_key(rules_for(fmt, arch), our_key, ())[0]
 
 
 def _source_arch(state: StateDict, fmt: str) -> str:

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..data import IMAGE_EXTENSIONS, eval_transform
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .common import add_model_arguments, load_model
 
 
@@ -64,8 +65,8 @@ class TorchPredictor:
         self.device = args.device
         config = getattr(self.model, "data_config", None) or {}
         self.in_chans, self.class_names = self.model.in_chans, getattr(self.model, "class_names", None)
-        self.transform = eval_transform(config.get("input_size", 224), config.get("mean", (0.485, 0.456, 0.406)),
-                                        config.get("std", (0.229, 0.224, 0.225)), config.get("crop_pct", 0.875))
+        self.transform = eval_transform(config.get("input_size", 224), config.get("mean", IMAGENET_MEAN),
+                                        config.get("std", IMAGENET_STD), config.get("crop_pct", 0.875))
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
