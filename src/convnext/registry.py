@@ -56,9 +56,7 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
     model = spec.builder(**{**spec.config, **overrides})
     model.model_name, model.model_overrides = name, overrides
     if pretrained:
-        from .hub import (
-            load_pretrained_weights,  # lazy: only pretrained use needs the download code
-        )
+        from .hub import load_pretrained_weights  # lazy: only pretrained use needs the download code
 
         load_pretrained_weights(model, name, tag=None if pretrained is True else pretrained)
     return model
