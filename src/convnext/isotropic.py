@@ -33,6 +33,6 @@ class ConvNeXtIsotropic(Classifier):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans, self.min_input_size)
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))  # as ConvNeXt: permutes become free
         x = checkpointed_blocks(self.blocks, x) if self.grad_checkpointing and self.training else self.blocks(x)
         return self.norm(x.mean(dim=(-2, -1)))

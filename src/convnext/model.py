@@ -16,18 +16,21 @@ from .layers import (
     LayerNorm2d,
     check_input,
     checkpointed_blocks,
-    gelu_linear,
+    depthwise_conv,
+    gelu_pointwise,
+    pointwise,
 )
 
 
 class Block(nn.Module):
     """dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> layer scale -> drop path -> +x.
 
-    The two pointwise layers could equally be 1x1 convs on (N, C, H, W); like the official code we use
-    Linear on a channels-last view, which PyTorch runs slightly faster. Three exact rewrites save time
-    and memory: layer scale is applied to pwconv2's (C, 4C) weight instead of the (N, H, W, C)
-    activation; GELU is recomputed in the backward pass instead of stored (`gelu_linear`); and
-    without autograd, GELU and the residual sum reuse their input buffers.
+    Like the official code the pointwise layers hold Linear weights; they run on the channels-last
+    (N, C, H, W) stream through `pointwise` (oneDNN 1x1 convs on CPUs, cuBLAS GEMMs on GPUs). Exact
+    rewrites save time and memory: layer scale is applied to pwconv2's (C, 4C) weight instead of the
+    activation; GELU is recomputed in the backward pass instead of stored (`gelu_pointwise`); the
+    depthwise conv has a faster backward pass (`depthwise_conv`); and the residual sum and, without
+    autograd, GELU reuse their input buffers.
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -35,7 +38,7 @@ class Block(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()  # applied through gelu_linear; kept so the structure reads as the paper's
+        self.act = nn.GELU()  # applied through gelu_pointwise; kept so the structure reads as the paper's
         self.pwconv2 = nn.Linear(4 * dim, dim)
         # A zero init value means "no layer scale": no parameter at all, as in the official files.
         self.gamma = (
@@ -44,9 +47,10 @@ class Block(nn.Module):
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """dwconv -> LN -> pwconv1: (N, C, H, W) -> (N, H, W, 4C), before the activation."""
-        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        return self.pwconv1(self.norm(x))
+        """dwconv -> LN -> pwconv1: (N, C, H, W) -> (N, 4C, H, W), before the activation."""
+        x = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = self.norm(x).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return pointwise(x, self.pwconv1.weight, self.pwconv1.bias)
 
     def project_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """pwconv2's weight and bias with layer scale folded in: diag(γ)·(W x + b)."""
@@ -55,12 +59,15 @@ class Block(nn.Module):
         return self.pwconv2.weight * self.gamma[:, None], self.pwconv2.bias * self.gamma
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = gelu_linear(self.expand(x), *self.project_weights())
-        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        return gelu_pointwise(self.expand(x), *self.project_weights())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop_path(self.branch(x))
-        return x + out if torch.is_grad_enabled() else out.add_(x)
+        # The sum goes into the branch's output when autograd allows it (a fresh tensor nothing saved),
+        # one activation-sized buffer less per block; not under autocast, where out is bf16 and the
+        # sum must stay in x's float32.
+        in_place = out.dtype == x.dtype and (out._base is None or not torch.is_grad_enabled())
+        return out.add_(x) if in_place else x + out
 
 
 class BlockV2(Block):
@@ -71,8 +78,8 @@ class BlockV2(Block):
         self.grn = GRN(4 * dim)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pwconv2(self.grn(gelu(self.expand(x))))
-        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        x = self.grn(gelu(self.expand(x)).permute(0, 2, 3, 1))  # GRN on (N, H, W, 4C)
+        return pointwise(x.permute(0, 3, 1, 2), self.pwconv2.weight, self.pwconv2.bias)  # back to (N, 4C, H, W)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
