@@ -4,7 +4,7 @@ import torch
 
 import convnext
 from conftest import max_abs_diff
-from convnext.convert import from_format
+from convnext.convert import from_format, to_format
 from peers import hf_model, logits, timm_model, torchvision_model
 
 TINY = ((3, 3, 9, 3), (96, 192, 384, 768))
@@ -32,3 +32,22 @@ def test_tiny_logits_match_peer(name, peer, fmt):
         ours = load_from_peer(name, peer, fmt)
         x = torch.randn(2, 3, 96, 96)
         assert max_abs_diff(ours(x), logits(peer, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
+def test_gradients_match_timm(name):
+    """Our hand-written backward passes (depthwise conv, GELU recomputation, layer scale folded into
+    pwconv2, oneDNN pointwise layers) give the gradients plain autograd gives timm."""
+    peer = timm_model(name).train()
+    with torch.no_grad():
+        for p in peer.parameters():  # non-zero GRN and layer scale, so their gradients are compared too
+            p.add_(0.01 * torch.randn_like(p))
+    ours = load_from_peer(name, peer, "timm").train()
+    x, target = torch.randn(3, 3, 64, 64), torch.randint(0, 1000, (3,))
+    for model in (ours, peer):
+        torch.nn.functional.cross_entropy(model(x), target).backward()
+    ours_grads = to_format({k: p.grad for k, p in ours.named_parameters()}, "timm", conv_mlp=True)
+    peer_grads = {k: p.grad for k, p in peer.named_parameters()}
+    assert ours_grads.keys() == peer_grads.keys()
+    for key, grad in peer_grads.items():
+        assert max_abs_diff(ours_grads[key], grad) <= 1e-4 * grad.abs().max().item() + 1e-8, key

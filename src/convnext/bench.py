@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .counting import count_macs
@@ -94,10 +95,18 @@ def _timed(fn, iters: int, device: torch.device) -> float:
 
 
 def matmul_peak_gflops(device: torch.device, n: int | None = None) -> float:
-    """Measured fp32 matrix-multiply throughput: the ceiling convolution-heavy models are compared to."""
+    """Measured fp32 matrix-multiply throughput: the ceiling convolution-heavy models are compared to.
+
+    The faster of `torch.mm` and the same (n, n) x (n, n) product as a 1x1 convolution, since PyTorch
+    routes the two through different libraries (BLAS and oneDNN on CPUs, cuBLAS and cuDNN on GPUs)
+    and either may be the faster on a given machine.
+    """
     n = n or (8192 if device.type == "cuda" else 2048)
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    seconds = min(_timed(lambda: a @ b, 3, device) for _ in range(3))
+    image = torch.randn(1, n, n // 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    kernel = b[:, :, None, None]  # n positions of n channels, times an (n, n) weight
+    candidates = (lambda: a @ b, lambda: F.conv2d(image, kernel))
+    seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
     return 2 * n**3 / seconds / 1e9
 
 
