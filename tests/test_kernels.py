@@ -9,10 +9,11 @@ from conftest import max_abs_diff
 from convnext import layers
 
 
-def test_depthwise_conv_gradients(monkeypatch):
-    monkeypatch.setattr(layers, "_WEIGHT_GRAD_CHUNK", 2 * 4 * 9 * 9)  # two samples per chunk: 3 chunks
+@pytest.mark.parametrize("size", [9, 2], ids=["by-chunks", "plane-within-padding"])
+def test_depthwise_conv_gradients(monkeypatch, size):
+    monkeypatch.setattr(layers, "_WEIGHT_GRAD_CHUNK", 2 * 4 * size * size)  # two samples per chunk: 3 chunks
     conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
-    x = torch.randn(5, 4, 9, 9, dtype=torch.double, requires_grad=True)
+    x = torch.randn(5, 4, size, size, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: layers._DepthwiseConv.apply(x, w, b), (x, conv.weight, conv.bias))
     assert torch.equal(layers.depthwise_conv(conv, x), conv(x))
 

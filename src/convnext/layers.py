@@ -153,10 +153,12 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
 
     On CPUs we compute it as a depthwise conv itself, one group per (sample, channel) plane with the
     gradient plane as the kernel, over batch chunks: 2-18x faster than oneDNN's depthwise backward for
-    ConvNeXt-T's four stages (fp32, batch 16; measured on a 2-core EPYC). Elsewhere cuDNN's is used.
+    ConvNeXt-T's four stages (fp32, batch 16; measured on a 2-core EPYC). Not for planes no larger than
+    the padding (stage 4 of a 32x32 input), where oneDNN has only a slow generic kernel for that conv;
+    nor off CPUs, where cuDNN's own is used.
     """
     channels, k = x.shape[1], weight.shape[-1]
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or min(x.shape[-2:]) <= k // 2:
         return torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], channels, [False, True, False]
         )[1]
