@@ -9,8 +9,16 @@ from conftest import max_abs_diff
 from convnext import layers
 
 
+@pytest.fixture(params=[True, False], ids=["onednn", "gpu-path"])
+def onednn(request, monkeypatch):
+    """Run each test on the CPU paths and, with the switch forced off, on the ones GPUs take."""
+    if not request.param:
+        monkeypatch.setattr(layers, "on_onednn", lambda x: False)
+    return request.param
+
+
 @pytest.mark.parametrize("size", [9, 2], ids=["by-chunks", "plane-within-padding"])
-def test_depthwise_conv_gradients(monkeypatch, size):
+def test_depthwise_conv_gradients(monkeypatch, onednn, size):
     monkeypatch.setattr(layers, "_WEIGHT_GRAD_CHUNK", 2 * 4 * size * size)  # two samples per chunk: 3 chunks
     conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
     x = torch.randn(5, 4, size, size, dtype=torch.double, requires_grad=True)
@@ -19,7 +27,7 @@ def test_depthwise_conv_gradients(monkeypatch, size):
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_gelu_pointwise_gradients(channels_last):
+def test_gelu_pointwise_gradients(onednn, channels_last):
     h = torch.randn(2, 8, 5, 5, dtype=torch.double)
     h = h.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     weight = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
@@ -30,7 +38,7 @@ def test_gelu_pointwise_gradients(channels_last):
 
 
 @pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test", "convnext_isotropic_test"])
-def test_bfloat16_autocast_training_step(name):
+def test_bfloat16_autocast_training_step(onednn, name):
     """Under autocast the custom backward passes see bf16 gradients and float32 weights."""
     model = convnext.create_model(name, num_classes=5).train()
     x, target = torch.randn(2, 3, 64, 64), torch.tensor([1, 3])

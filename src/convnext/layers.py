@@ -45,6 +45,11 @@ class GRN(nn.Module):
         return self.gamma * (x * nx) + self.beta + x
 
 
+def on_onednn(x: torch.Tensor) -> bool:
+    """Whether x's convolutions run on oneDNN (CPUs), whose kernels decide the fast paths below."""
+    return x.device.type == "cpu"
+
+
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A Linear layer's (out, in) weight applied at every position of a channels-last (N, C, H, W) tensor.
 
@@ -53,7 +58,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
     ConvNeXt-T's shapes, same results to float rounding). Elsewhere it is `F.linear` on the
     (N, H, W, C) view, which cuBLAS runs well.
     """
-    if x.device.type == "cpu":
+    if on_onednn(x):
         return F.conv2d(x, weight[:, :, None, None], bias)
     return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)  # through (N, H, W, C)
 
@@ -61,7 +66,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
 def pointwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, input_grad: bool,
                        weight_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The gradients of `pointwise(x, weight, bias)` with respect to x and the (out, in) weight."""
-    if x.device.type == "cpu":
+    if on_onednn(x):
         grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
             grad, x, weight[:, :, None, None], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
             [input_grad, weight_grad, False],
@@ -158,7 +163,7 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     nor off CPUs, where cuDNN's own is used.
     """
     channels, k = x.shape[1], weight.shape[-1]
-    if x.device.type != "cpu" or min(x.shape[-2:]) <= k // 2:
+    if not on_onednn(x) or min(x.shape[-2:]) <= k // 2:
         return torch.ops.aten.convolution_backward(
             grad, x, weight, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], channels, [False, True, False]
         )[1]
