@@ -1,4 +1,4 @@
-"""The hand-written backward passes in layers.py against autograd's own, in float64."""
+"""The hand-written backward passes in kernels.py against autograd's own, in float64."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,24 +6,24 @@ from torch import nn
 
 import convnext
 from conftest import max_abs_diff
-from convnext import layers
+from convnext import kernels
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "gpu-path"])
 def onednn(request, monkeypatch):
     """Run each test on the CPU paths and, with the switch forced off, on the ones GPUs take."""
     if not request.param:
-        monkeypatch.setattr(layers, "on_onednn", lambda x: False)
+        monkeypatch.setattr(kernels, "on_onednn", lambda x: False)
     return request.param
 
 
 @pytest.mark.parametrize("size", [9, 2], ids=["by-chunks", "plane-within-padding"])
 def test_depthwise_conv_gradients(monkeypatch, onednn, size):
-    monkeypatch.setattr(layers, "_WEIGHT_GRAD_CHUNK", 2 * 4 * size * size)  # two samples per chunk: 3 chunks
+    monkeypatch.setattr(kernels, "_WEIGHT_GRAD_CHUNK", 2 * 4 * size * size)  # two samples per chunk: 3 chunks
     conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
     x = torch.randn(5, 4, size, size, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: layers._DepthwiseConv.apply(x, w, b), (x, conv.weight, conv.bias))
-    assert torch.equal(layers.depthwise_conv(conv, x), conv(x))
+    assert torch.autograd.gradcheck(lambda x, w, b: kernels._DepthwiseConv.apply(x, w, b), (x, conv.weight, conv.bias))
+    assert torch.equal(kernels.depthwise_conv(conv, x), conv(x))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -32,9 +32,9 @@ def test_gelu_pointwise_gradients(onednn, channels_last):
     h = h.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     weight = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
     bias = torch.randn(3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(layers.gelu_pointwise, (h.requires_grad_(), weight, bias))
+    assert torch.autograd.gradcheck(kernels.gelu_pointwise, (h.requires_grad_(), weight, bias))
     reference = F.conv2d(F.gelu(h), weight[:, :, None, None], bias)
-    assert max_abs_diff(layers.gelu_pointwise(h, weight, bias), reference) < 1e-12
+    assert max_abs_diff(kernels.gelu_pointwise(h, weight, bias), reference) < 1e-12
 
 
 @pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test", "convnext_isotropic_test"])

@@ -10,16 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .layers import (
-    GRN,
-    Classifier,
-    LayerNorm2d,
-    check_input,
-    checkpointed_blocks,
-    depthwise_conv,
-    gelu_pointwise,
-    pointwise,
-)
+from .kernels import depthwise_conv, gelu_pointwise, pointwise
+from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks
 
 
 class Block(nn.Module):
