@@ -22,7 +22,7 @@ def test_depthwise_conv_gradients(monkeypatch, onednn, size):
     monkeypatch.setattr(kernels, "_WEIGHT_GRAD_CHUNK", 2 * 4 * size * size)  # two samples per chunk: 3 chunks
     conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
     x = torch.randn(5, 4, size, size, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: kernels._DepthwiseConv.apply(x, w, b), (x, conv.weight, conv.bias))
+    assert torch.autograd.gradcheck(kernels._DepthwiseConv.apply, (x, conv.weight, conv.bias))
     assert torch.equal(kernels.depthwise_conv(conv, x), conv(x))
 
 

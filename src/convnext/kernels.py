@@ -27,14 +27,20 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) 
     return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)  # through (N, H, W, C)
 
 
+def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int, groups: int,
+                   mask: tuple[bool, bool]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """PyTorch's own backward of a stride-1 conv: the input and weight gradients that `mask` asks for."""
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [padding, padding], [1, 1], False, [0, 0], groups, [*mask, False]
+    )
+    return grad_x, grad_weight
+
+
 def pointwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, input_grad: bool,
                        weight_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The gradients of `pointwise(x, weight, bias)` with respect to x and the (out, in) weight."""
     if on_onednn(x):
-        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight[:, :, None, None], None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-            [input_grad, weight_grad, False],
-        )
+        grad_x, grad_weight = _conv_backward(grad, x, weight[:, :, None, None], 0, 1, (input_grad, weight_grad))
         return grad_x, None if grad_weight is None else grad_weight.flatten(1)
     flat_grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # (N*H*W, out)
     grad_x = grad_weight = None
@@ -59,7 +65,9 @@ class _GeluPointwise(torch.autograd.Function):
         h, weight = ctx.saved_tensors
         wants_h, wants_weight, wants_bias = ctx.needs_input_grad
         activation = F.gelu(h).to(grad.dtype)  # under autocast h and grad are low precision, weight is not
-        grad_activation, grad_weight = pointwise_backward(grad, activation, weight.to(grad.dtype), wants_h, wants_weight)
+        grad_activation, grad_weight = pointwise_backward(
+            grad, activation, weight.to(grad.dtype), wants_h, wants_weight
+        )
         del activation  # free it before the input gradient is computed
         grad_h = grad_bias = None
         if wants_weight:
@@ -101,10 +109,8 @@ class _DepthwiseConv(torch.autograd.Function):
         low_x, low_weight = x.to(grad.dtype), weight.to(grad.dtype)  # under autocast grad is low precision
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            k = weight.shape[-1] // 2
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, low_x, low_weight, None, [1, 1], [k, k], [1, 1], False, [0, 0], x.shape[1], [True, False, False]
-            )[0].to(x.dtype)
+            padding = weight.shape[-1] // 2
+            grad_x = _conv_backward(grad, low_x, low_weight, padding, x.shape[1], (True, False))[0].to(x.dtype)
         if ctx.needs_input_grad[1]:
             grad_weight = depthwise_weight_grad(low_x, grad, low_weight).to(weight.dtype)
         if ctx.needs_input_grad[2]:
@@ -128,9 +134,7 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     """
     channels, k = x.shape[1], weight.shape[-1]
     if not on_onednn(x) or min(x.shape[-2:]) <= k // 2:
-        return torch.ops.aten.convolution_backward(
-            grad, x, weight, None, [1, 1], [k // 2] * 2, [1, 1], False, [0, 0], channels, [False, True, False]
-        )[1]
+        return _conv_backward(grad, x, weight, k // 2, channels, (False, True))[1]
     total = x.new_zeros(channels, k, k)
     per_chunk = max(1, _WEIGHT_GRAD_CHUNK // x[0].numel())
     for xs, gs in zip(x.split(per_chunk), grad.split(per_chunk)):
