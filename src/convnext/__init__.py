@@ -8,6 +8,7 @@ from .backbone import ConvNeXtBackbone
 from .checkpoint_io import read_checkpoint, write_checkpoint
 from .convert import CheckpointError, detect_format
 from .counting import count_macs, count_params
+from .inference import optimize_for_inference
 from .isotropic import ConvNeXtIsotropic
 from .model import ConvNeXt, ConvNeXtV2
 from .registry import create_model, list_models
@@ -17,5 +18,5 @@ __all__ = [
     "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone",
     "create_model", "list_models", "count_params", "count_macs",
     "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint", "write_checkpoint",
-    "detect_format", "CheckpointError",
+    "detect_format", "CheckpointError", "optimize_for_inference",
 ]

@@ -4,6 +4,7 @@ Nothing here unpickles arbitrary objects: `.pth`/`.bin` files go through `torch.
 which refuses any pickle that would need to run code; everything we write is safetensors or a
 tensors-only `torch.save`.
 """
+import hashlib
 import json
 import pickle
 import re
@@ -16,12 +17,15 @@ import torch
 from torch import nn
 
 from .atomic import atomic_dir, atomic_file
-from .convert import CheckpointError, StateDict, architecture, to_format
+from .convert import CheckpointError, StateDict, architecture, rules_for, to_format
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.safetensors"  # our weights; also the name HF uses
 MODEL_CONFIG_FILE = "model.json"  # our config, a readable copy of the one inside the safetensors header
-HF_CONFIG_FILE = "config.json"
+HF_CONFIG_FILE = "config.json"  # transformers' model config; timm's local-dir folders use the same name
+HF_PREPROCESSOR_FILE = "preprocessor_config.json"
 METADATA_KEY = "convnext_config"
+CHECKSUM_KEY = "convnext_sha256"  # over the config and every tensor: a changed byte is caught on reading
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 WRAPPER_KEYS = ("model", "state_dict", "model_ema", "module")  # where trainers nest the weights
 
@@ -42,6 +46,8 @@ def _unwrap(obj: Any, path: Path) -> StateDict:
     """The tensors of a loaded object: a bare state dict, or one nested under "model" and the like."""
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         keys = list(obj)
+        if not all(isinstance(k, str) for k in keys):
+            raise CheckpointError(f"{path}: corrupt checkpoint (a tensor name is not a string)")
         if all(k.startswith("module.") for k in keys):  # saved from DistributedDataParallel
             return {k[len("module."):]: v for k, v in obj.items()}
         return dict(obj)
@@ -53,6 +59,24 @@ def _unwrap(obj: Any, path: Path) -> StateDict:
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
 
 
+def checksum(state: StateDict, config_json: str) -> str:
+    """SHA-256 of the config text and every tensor's name, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256(config_json.encode())
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_ours(path: Path, state: StateDict, config: dict) -> None:
+    """Our weights file: safetensors whose header holds the config and a checksum of everything."""
+    config_json = json.dumps(config)
+    metadata = {METADATA_KEY: config_json, CHECKSUM_KEY: checksum(state, config_json)}
+    with atomic_file(path) as tmp:
+        safetensors.torch.save_file(state, tmp, metadata=metadata)
+
+
 def _read_safetensors(path: Path) -> tuple[StateDict, dict]:
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
@@ -60,7 +84,17 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict]:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as error:  # safetensors raises its own error types for torn and foreign files
         raise CheckpointError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0]})") from None
-    config = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
+    if METADATA_KEY not in metadata:
+        return state, {}
+    damaged = f"{path}: damaged file: its tensors or config changed since it was written"
+    if CHECKSUM_KEY in metadata and checksum(state, metadata[METADATA_KEY]) != metadata[CHECKSUM_KEY]:
+        raise CheckpointError(damaged + " (checksum mismatch)")
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except ValueError:
+        raise CheckpointError(damaged + " (unreadable config)") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(damaged + " (unreadable config)")
     return state, config
 
 
@@ -75,8 +109,9 @@ def _read_pickle(path: Path) -> StateDict:
                 f"{path}: refused: loading it would run code from the file ({culprit[1]}); only tensor "
                 "checkpoints are loaded. Re-save its state_dict(), or use safetensors") from None
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (not a readable torch.save file)") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # a damaged pickle fails in many ways (KeyError, EOFError, RuntimeError, ...)
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({reason})") from None
     return _unwrap(obj, path)
 
 
@@ -93,8 +128,14 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
         if (path / HF_CONFIG_FILE).is_file():
             try:
                 config = json.loads((path / HF_CONFIG_FILE).read_text())
-            except json.JSONDecodeError:
+            except (ValueError, UnicodeDecodeError):
                 config = {}
+            config = config if isinstance(config, dict) else {}
+        if (path / HF_PREPROCESSOR_FILE).is_file():  # transformers' image processor: the eval transform
+            try:
+                config["image_processor"] = json.loads((path / HF_PREPROCESSOR_FILE).read_text())
+            except (ValueError, UnicodeDecodeError):
+                pass
         path = _find_weights_file(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
@@ -113,40 +154,142 @@ def timm_uses_conv_mlp(model_name: str | None) -> bool:
     return any(f"_{size}" in (model_name or "") for size in ("atto", "femto", "pico", "nano"))
 
 
+# timm's names for the published sizes; any other depths and widths go in the config's model_args.
+TIMM_CONVNEXT = {
+    ((2, 2, 6, 2), (40, 80, 160, 320)): "atto", ((2, 2, 6, 2), (48, 96, 192, 384)): "femto",
+    ((2, 2, 6, 2), (64, 128, 256, 512)): "pico", ((2, 2, 8, 2), (80, 160, 320, 640)): "nano",
+    ((3, 3, 9, 3), (96, 192, 384, 768)): "tiny", ((3, 3, 27, 3), (96, 192, 384, 768)): "small",
+    ((3, 3, 27, 3), (128, 256, 512, 1024)): "base", ((3, 3, 27, 3), (192, 384, 768, 1536)): "large",
+    ((3, 3, 27, 3), (256, 512, 1024, 2048)): "xlarge", ((3, 3, 27, 3), (352, 704, 1408, 2816)): "huge",
+}
+TIMM_RESNETS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36, 3): "resnet152",
+                (3, 24, 36, 3): "resnet200"}
+
+
+def stage_shape(state: StateDict) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(blocks per stage, stage widths) of a ConvNeXt state dict in our names."""
+    depths = tuple(len({k.split(".")[2] for k in state if k.startswith(f"stages.{i}.")}) for i in range(4))
+    dims = tuple(state[f"downsample_layers.{i}.{min(i, 1)}.weight"].shape[0] for i in range(4))
+    return depths, dims
+
+
+def _layout(model: nn.Module) -> str:
+    return getattr(model, "layout", None) or architecture(model.state_dict())
+
+
+def timm_architecture(model: nn.Module) -> tuple[str, dict]:
+    """The timm model name for `model` and the `model_args` timm needs to build it with its shape."""
+    state, layout = model.state_dict(), _layout(model)
+    if layout == "resnet":
+        depths = tuple(len({k.split(".")[2] for k in state if k.startswith(f"stages.{i}.")}) for i in range(4))
+        return TIMM_RESNETS.get(depths, "resnet50"), {"layers": list(depths), "in_chans": model.in_chans}
+    depths, dims = stage_shape(state)
+    size = TIMM_CONVNEXT.get((depths, dims), "tiny")
+    if layout == "convnext" and size == "huge":
+        size = "tiny"  # V1 has no huge
+    args = {"depths": list(depths), "dims": list(dims), "in_chans": model.in_chans}
+    if layout == "convnext" and not any(k.endswith(".gamma") for k in state):
+        args["ls_init_value"] = None  # built without layer scale
+    return f"{layout}_{size}", args
+
+
+def _data_config(model: nn.Module) -> dict:
+    data = getattr(model, "data_config", None) or {}
+    return {"mean": list(data.get("mean", IMAGENET_MEAN)), "std": list(data.get("std", IMAGENET_STD)),
+            "input_size": data.get("input_size") or 224, "crop_pct": data.get("crop_pct", 0.875)}
+
+
+def _labels(model: nn.Module, class_names: list[str] | None) -> list[str]:
+    return list(class_names or getattr(model, "class_names", None) or [f"LABEL_{i}" for i in range(model.num_classes)])
+
+
 def hf_config(model: nn.Module, class_names: list[str] | None) -> dict:
     """A transformers `ConvNextConfig`/`ConvNextV2Config` as JSON, so `from_pretrained` works offline."""
-    v2 = architecture(model.state_dict()) == "convnextv2"
-    labels = class_names or [f"LABEL_{i}" for i in range(model.num_classes)]
+    state = model.state_dict()
+    v2 = _layout(model) == "convnextv2"
+    depths, dims = stage_shape(state)
+    labels = _labels(model, class_names)
     config = {
         "architectures": ["ConvNextV2ForImageClassification" if v2 else "ConvNextForImageClassification"],
         "model_type": "convnextv2" if v2 else "convnext",
         "num_channels": model.in_chans, "patch_size": 4, "num_stages": 4,
-        "hidden_sizes": list(model.dims), "depths": [len(stage) for stage in model.stages],
-        "hidden_act": "gelu", "layer_norm_eps": 1e-6, "drop_path_rate": 0.0, "image_size": 224,
+        "hidden_sizes": list(dims), "depths": list(depths),
+        "hidden_act": "gelu", "layer_norm_eps": 1e-6, "drop_path_rate": 0.0,
+        "image_size": _data_config(model)["input_size"],
         "id2label": {str(i): label for i, label in enumerate(labels)},
         "label2id": {label: i for i, label in enumerate(labels)},
     }
     if not v2:
-        config["layer_scale_init_value"] = 1e-6 if model.stages[0][0].gamma is not None else 0.0
+        config["layer_scale_init_value"] = 1e-6 if any(k.endswith(".gamma") for k in state) else 0.0
     return config
 
 
-def write_checkpoint(model: nn.Module, destination: str | Path, fmt: str, class_names: list[str] | None = None) -> Path:
-    """Write `model`'s weights in a peer's format, atomically.
+def hf_preprocessor_config(model: nn.Module) -> dict:
+    """transformers' ConvNeXt image processor with the model's own evaluation transform.
 
-    official/torchvision/timm: one file (`.safetensors` by suffix, else a tensors-only `torch.save`; the
-    official one nests the weights under "model"). hf: a folder with config.json and model.safetensors.
+    Below 384 pixels it resizes the short side to size / crop_pct (bicubic) and centre-crops `size`,
+    exactly as `convnext predict`; from 384 up it resizes to size x size without cropping.
+    """
+    data = _data_config(model)
+    return {"image_processor_type": "ConvNextImageProcessor", "do_resize": True,
+            "size": {"shortest_edge": data["input_size"]}, "crop_pct": data["crop_pct"], "resample": 3,
+            "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": data["mean"], "image_std": data["std"]}
+
+
+def timm_config(model: nn.Module, class_names: list[str] | None) -> dict:
+    """timm's `config.json` for `create_model("local-dir:DIR", pretrained=True)`."""
+    architecture_name, model_args = timm_architecture(model)
+    data = _data_config(model)
+    size = data["input_size"]
+    layout = _layout(model)
+    first_conv, classifier = ("conv1", "fc") if layout == "resnet" else ("stem.0", "head.fc")
+    return {
+        "architecture": architecture_name, "num_classes": model.num_classes, "num_features": model.num_features,
+        "model_args": model_args, "label_names": _labels(model, class_names),
+        "pretrained_cfg": {
+            "input_size": [model.in_chans, size, size], "interpolation": "bicubic", "crop_pct": data["crop_pct"],
+            "crop_mode": "center", "mean": data["mean"], "std": data["std"], "num_classes": model.num_classes,
+            "first_conv": first_conv, "classifier": classifier, "fixed_input_size": False,
+        },
+    }
+
+
+def _peer_state(model: nn.Module, fmt: str) -> StateDict:
+    layout = _layout(model)
+    if layout == "roadmap" and fmt != "official":
+        raise CheckpointError(f"the {fmt} format has no {getattr(model, 'model_name', 'roadmap step')}: an "
+                              "intermediate roadmap step exists only here; write --to ours or official instead")
+    rules_for(fmt, layout)  # refuses a network the format has no model for, before any work
+    conv_mlp = fmt == "timm" and layout != "resnet" and timm_uses_conv_mlp(timm_architecture(model)[0])
+    state = to_format(model.state_dict(), fmt, conv_mlp=conv_mlp, arch=layout)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def write_checkpoint(model: nn.Module, destination: str | Path, fmt: str, class_names: list[str] | None = None) -> Path:
+    """Write `model`'s weights in a peer's format, atomically, as the peer's own loaders expect them.
+
+    official/torchvision, and timm to a path with a weights suffix: one file (`.safetensors` by suffix,
+    else a tensors-only `torch.save`; the official one nests the weights under "model").
+    hf: a folder for `from_pretrained` and `pipeline` (config.json, preprocessor_config.json,
+    model.safetensors). timm to a path without a weights suffix: a folder for
+    `timm.create_model("local-dir:DIR", pretrained=True)` (config.json with its pretrained_cfg).
     """
     destination = Path(destination)
-    state = to_format(model.state_dict(), fmt, conv_mlp=fmt == "timm" and timm_uses_conv_mlp(getattr(model, "model_name", None)))
-    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    state = _peer_state(model, fmt)
+    folder_configs = {}
     if fmt == "hf":
+        folder_configs = {HF_CONFIG_FILE: hf_config(model, class_names), HF_PREPROCESSOR_FILE: hf_preprocessor_config(model)}
+    elif fmt == "timm" and destination.suffix not in WEIGHT_SUFFIXES:
+        folder_configs = {HF_CONFIG_FILE: timm_config(model, class_names)}
+    if folder_configs:
         with atomic_dir(destination) as tmp:
             safetensors.torch.save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-            (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config(model, class_names), indent=2))
+            for name, config in folder_configs.items():
+                (tmp / name).write_text(json.dumps(config, indent=2))
         return destination
     if destination.is_dir():
-        raise CheckpointError(f"{destination} is a directory; the {fmt} format is a single file")
+        raise CheckpointError(f"{destination} is a directory; the {fmt} format is a single file here")
     with atomic_file(destination) as tmp:
         if destination.suffix == ".safetensors":
             safetensors.torch.save_file(state, tmp)

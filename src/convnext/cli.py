@@ -8,6 +8,7 @@
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # sub-command -> module that defines `add_arguments(parser)` and `run(args) -> int`
@@ -27,8 +28,17 @@ class CLIError(Exception):
     """An error the user can fix: printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: one `convnext CMD: error: ...` line, exit status 2."""
+
+    def error(self, message: str):
+        # "argument --epochs: must be ≥ 1, got -1" reads better as "--epochs must be ≥ 1, got -1"
+        message = re.sub(r"^argument ([^:]+): (must be )", r"\1 \2", message)
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convnext", description="ConvNeXt models: train, evaluate, convert, export.")
+    parser = Parser(prog="convnext", description="ConvNeXt models: train, evaluate, convert, export.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)

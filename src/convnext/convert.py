@@ -11,6 +11,7 @@ from torch import nn
 from .keymaps import (
     FORMATS,
     MARKERS,
+    PEER_LAYOUTS,
     RESNET_TORCHVISION_RULES,
     TORCHVISION_RULES,
     Rule,
@@ -19,6 +20,8 @@ from .keymaps import (
 )
 
 StateDict = dict[str, torch.Tensor]
+LAYOUT_NAMES = {"convnext": "ConvNeXt V1", "convnextv2": "ConvNeXt V2", "isotropic": "isotropic ConvNeXt",
+                "resnet": "ResNet", "roadmap": "intermediate roadmap step"}
 
 
 class CheckpointError(ValueError):
@@ -49,14 +52,16 @@ def rules_for(fmt: str, arch: str, conv_mlp: bool = False) -> list[Rule] | None:
         return None
     if fmt not in FORMATS:
         raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    missing_in_peer = {("timm", "isotropic"), ("torchvision", "isotropic"), ("torchvision", "convnextv2"),
-                       ("hf", "isotropic"), ("timm", "resnet"), ("hf", "resnet")}
-    if (fmt, arch) in missing_in_peer:
-        raise CheckpointError(f"the {fmt} format has no {arch} ConvNeXt; use the official format")
+    if arch not in PEER_LAYOUTS[fmt]:
+        raise CheckpointError(f"the {fmt} format has no {LAYOUT_NAMES.get(arch, arch)} model "
+                              f"(it holds {', '.join(LAYOUT_NAMES[a] for a in PEER_LAYOUTS[fmt])}); "
+                              "write --to ours or official instead")
+    if arch == "resnet":
+        return RESNET_TORCHVISION_RULES  # timm's ResNets use torchvision's names
     if fmt == "timm":
         return timm_rules(conv_mlp)
     if fmt == "torchvision":
-        return RESNET_TORCHVISION_RULES if arch == "resnet" else TORCHVISION_RULES
+        return TORCHVISION_RULES
     return hf_rules("convnextv2" if arch == "convnextv2" else "convnext")
 
 
@@ -71,9 +76,9 @@ def target_key(rules: list[Rule] | None, key: str, shape: tuple[int, ...]) -> tu
     raise CheckpointError(f"no rule maps parameter {key!r}: is this a ConvNeXt?")
 
 
-def to_format(state: Mapping[str, torch.Tensor], fmt: str, conv_mlp: bool = False) -> StateDict:
-    """Rename (and reshape) a state dict in our names into `fmt`'s names."""
-    rules = rules_for(fmt, architecture(state), conv_mlp)
+def to_format(state: Mapping[str, torch.Tensor], fmt: str, conv_mlp: bool = False, arch: str | None = None) -> StateDict:
+    """Rename (and reshape) a state dict in our names into `fmt`'s names (`arch`: see `architecture`)."""
+    rules = rules_for(fmt, arch or architecture(state), conv_mlp)
     out = {}
     for key, tensor in state.items():
         name, shape = target_key(rules, key, tuple(tensor.shape))
@@ -96,7 +101,7 @@ def from_format(source: Mapping[str, torch.Tensor], model: nn.Module, fmt: str =
     fmt = detect_format(source) if fmt == "auto" else fmt
     ours = model.state_dict()
     conv_mlp = any(k.endswith("mlp.fc1.weight") and v.ndim == 4 for k, v in source.items())
-    rules = rules_for(fmt, architecture(ours), conv_mlp)
+    rules = rules_for(fmt, getattr(model, "layout", None) or architecture(ours), conv_mlp)
     expected = {}  # their key -> (our key, their shape)
     for key, tensor in ours.items():
         name, shape = target_key(rules, key, tuple(tensor.shape))

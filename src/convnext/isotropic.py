@@ -10,6 +10,7 @@ class ConvNeXtIsotropic(Classifier):
     """`create_model("convnext_isotropic_small")` builds iso-S (depth 18, width 384)."""
 
     min_input_size = 16
+    layout = "isotropic"
 
     def __init__(
         self,

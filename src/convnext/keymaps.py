@@ -106,6 +106,14 @@ def hf_rules(prefix: str) -> list[Rule]:
     ]
 
 
+# Which networks each peer's models hold: ConvNeXt V1 ("convnext"), V2, isotropic, or a bottleneck
+# ResNet (the roadmap's first steps). The official format is our own names, so it holds every model.
+PEER_LAYOUTS = {
+    "timm": ("convnext", "convnextv2", "resnet"),  # timm's ResNet keys are torchvision's
+    "torchvision": ("convnext", "resnet"),
+    "hf": ("convnext", "convnextv2"),
+}
+
 # A key that only one format has, to tell formats apart (checked in this order).
 MARKERS = {
     "hf": re.compile(r"^(convnext|convnextv2)\.embeddings\."),

@@ -119,6 +119,7 @@ class ConvNeXt(Classifier):
     """ConvNeXt (Liu et al., 2022). `create_model("convnext_tiny")` builds the paper's ConvNeXt-T."""
 
     min_input_size = 32  # total stride: smaller inputs would vanish before the last stage
+    layout = "convnext"  # which peers' models hold these tensors (see keymaps.PEER_LAYOUTS)
 
     def __init__(
         self,
@@ -172,6 +173,8 @@ class ConvNeXt(Classifier):
 
 class ConvNeXtV2(ConvNeXt):
     """ConvNeXt V2 (Woo et al., 2023): the V1 macro design with GRN blocks and no layer scale."""
+
+    layout = "convnextv2"
 
     def __init__(self, depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (96, 192, 384, 768),
                  num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0,

@@ -152,6 +152,17 @@ class RoadmapNet(Classifier):
         self.head = nn.Linear(dims[-1], num_classes)
         self.init_weights(head_init_scale)
 
+    @property
+    def layout(self) -> str:
+        """Which published network this step's tensors are: "resnet" (torchvision's bottleneck ResNet,
+        any depths), "convnext" (the last step, any depths and widths) or "roadmap" (only ours)."""
+        c = self.config
+        if replace(c, depths=RESNET.depths) == RESNET:
+            return "resnet"
+        if replace(c, depths=CONVNEXT.depths, widths=CONVNEXT.widths, layer_scale=CONVNEXT.layer_scale) == CONVNEXT:
+            return "convnext"
+        return "roadmap"
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_chans, self.min_input_size)
         for i, stage in enumerate(self.stages):
@@ -228,6 +239,7 @@ R200 = _path("roadmap_r200", RoadmapConfig(depths=(3, 24, 36, 3)), [
 ])
 
 STEPS = {step.name: step for step in (*R50, *R200)}
+RESNET, CONVNEXT = R50[0].config, R50[-1].config  # the two ends of the path
 
 
 def _builder(step: Step):

@@ -115,6 +115,9 @@ class Trainer:
         self.data = build_data(run.data, recipe, run.seed, run.val_split, run.on_bad_image, run.subset)
         self.num_classes = len(self.data.class_names)
         self.model = _build_model(recipe, run, self.data).to(context.device)
+        if self.data.input_size < self.model.min_input_size:
+            raise TrainingError(f"--input-size must be ≥ {self.model.min_input_size} for {recipe.model}, "
+                                f"got {self.data.input_size}")
         if run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.set_grad_checkpointing(run.grad_checkpointing)

@@ -4,21 +4,17 @@
     convnext.save_pretrained(model, "out/")                                    # model.safetensors + model.json
     model = convnext.load_pretrained("out/")                                   # rebuilt from the file alone
 """
+import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Iterator
 
-import safetensors.torch
 import torch
 from torch import nn
 
 from .atomic import atomic_file
-from .checkpoint_io import (
-    METADATA_KEY,
-    MODEL_CONFIG_FILE,
-    WEIGHTS_FILE,
-    read_checkpoint,
-)
+from .checkpoint_io import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
 from .convert import (
     CheckpointError,
     StateDict,
@@ -62,10 +58,14 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
     """The registered model whose every tensor name and shape (head aside) matches the checkpoint."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; use a model name or one of {', '.join(FAMILIES)}")
+    # The published families first: a roadmap step only when named, or when nothing published fits
+    # (the last step has ConvNeXt-T's very tensors, and a user converting those means ConvNeXt-T).
     families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic", "roadmap")
     num_classes, in_chans = _shape_hints(state, fmt)
     overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
-    for name in list_models():
+    candidates = sorted(list_models(), key=lambda name: families.index(get_spec(name).family)
+                        if get_spec(name).family in families else len(families))
+    for name in candidates:
         if get_spec(name).family not in families:
             continue
         with torch.device("meta"):
@@ -95,6 +95,19 @@ def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head
     return list(skip)
 
 
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """Any failure to make a model of the file at `path` becomes a CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError as error:
+        if str(path) in str(error):
+            raise
+        raise CheckpointError(f"{path}: {error}") from None
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: not a usable checkpoint ({error})") from None
+
+
 def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format: str = "auto",
                  reset_head: bool = False, **overrides) -> nn.Module:
     """Load a checkpoint in any format (official, timm, torchvision, HF, ours) into a model.
@@ -103,26 +116,53 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     None; for a name or family the variant, `num_classes` and `in_chans` are read off the tensors.
     `reset_head=True` (or a `num_classes` override that differs) keeps a freshly initialised head.
     """
+    registered = isinstance(model_or_name, str) and model_or_name in list_models()
+    if isinstance(model_or_name, str) and not registered and model_or_name not in FAMILIES:
+        get_spec(model_or_name)  # an unknown name: the error lists the close ones
     state, config = read_checkpoint(path)
-    fmt = detect_format(state) if format == "auto" else format
-    if isinstance(model_or_name, nn.Module):
-        model = model_or_name
-    else:
-        registered = model_or_name in list_models()
-        name = model_or_name if registered else infer_model_name(state, fmt, model_or_name)
-        num_classes, in_chans = _shape_hints(state, fmt)
-        overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
-        model = create_model(name, **overrides)
-    head = state.get(_their_key(fmt, _source_arch(state, fmt), "head.weight"))
-    head_differs = head is not None and tuple(head.shape) != tuple(model.head.weight.shape)
-    reset = load_state(model, state, fmt, reset_head=reset_head or ("num_classes" in overrides and head_differs))
+    with _reading(path):
+        fmt = detect_format(state) if format == "auto" else format
+        if isinstance(model_or_name, nn.Module):
+            model = model_or_name
+        else:
+            name = model_or_name if registered else infer_model_name(state, fmt, model_or_name)
+            num_classes, in_chans = _shape_hints(state, fmt)
+            overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+            model = create_model(name, **overrides)
+        head = state.get(_their_key(fmt, _source_arch(state, fmt), "head.weight"))
+        head_differs = head is not None and tuple(head.shape) != tuple(model.head.weight.shape)
+        reset = load_state(model, state, fmt, reset_head=reset_head or ("num_classes" in overrides and head_differs))
     if not reset:
-        model.class_names = config.get("class_names") or _hf_labels(config, model.num_classes)
+        model.class_names = config.get("class_names") or _config_labels(config, model.num_classes)
+    data_config = _config_data(config)
+    if data_config:
+        model.data_config = data_config
     return model
 
 
-def _hf_labels(config: dict, num_classes: int) -> list[str] | None:
+def _config_data(config: dict) -> dict | None:
+    """The evaluation transform saved by timm (`pretrained_cfg`) or transformers (the image processor)."""
+    try:
+        if isinstance(config.get("pretrained_cfg"), dict):
+            cfg = config["pretrained_cfg"]
+            return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "input_size": int(cfg["input_size"][-1]),
+                    "crop_pct": float(cfg.get("crop_pct", 0.875))}
+        if isinstance(config.get("image_processor"), dict):
+            cfg = config["image_processor"]
+            return {"mean": tuple(cfg["image_mean"]), "std": tuple(cfg["image_std"]),
+                    "input_size": int(cfg["size"]["shortest_edge"]), "crop_pct": float(cfg.get("crop_pct", 0.875))}
+    except (KeyError, TypeError, ValueError, IndexError):
+        pass  # a config without a usable transform: the model keeps the ImageNet defaults
+    return None
+
+
+def _config_labels(config: dict, num_classes: int) -> list[str] | None:
+    """Class names from a folder's config.json: timm's `label_names` or transformers' `id2label`."""
+    if isinstance(config.get("label_names"), list) and len(config["label_names"]) == num_classes:
+        return [str(name) for name in config["label_names"]]
     labels = config.get("id2label") or {}
+    if not isinstance(labels, dict):
+        return None
     names = [labels.get(str(i)) for i in range(num_classes)]
     if all(names) and not all(n.startswith("LABEL_") for n in names):
         return names
@@ -150,8 +190,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, class_names: list[s
     directory = Path(directory)
     config = model_config(model, class_names)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_file(directory / WEIGHTS_FILE) as tmp:
-        safetensors.torch.save_file(state, tmp, metadata={METADATA_KEY: json.dumps(config)})
+    write_ours(directory / WEIGHTS_FILE, state, config)
     with atomic_file(directory / MODEL_CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(config, indent=2))
     return directory / WEIGHTS_FILE
@@ -166,9 +205,10 @@ def load_pretrained(path: str | Path, **overrides) -> nn.Module:
     state, config = read_checkpoint(path)
     if config.get("format") != "convnext":
         return load_weights(None, path, **overrides)
-    model = create_model(config["model"], **{**config["overrides"], **overrides})
-    reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
-    model.class_names = None if reset else config.get("class_names")
-    model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]),
-                         "input_size": config["input_size"], "crop_pct": config.get("crop_pct", 0.875)}
+    with _reading(path):
+        model = create_model(config["model"], **{**config["overrides"], **overrides})
+        reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
+        model.class_names = None if reset else config.get("class_names")
+        model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]),
+                             "input_size": config["input_size"], "crop_pct": config.get("crop_pct", 0.875)}
     return model

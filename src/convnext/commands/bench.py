@@ -10,19 +10,20 @@ training memory, ratios to the fastest peer and the share of a measured fp32 mat
 """
 import argparse
 
+from ..ranges import COUNT, INPUT_SIZE
 from .. import bench
 from ..peers import PEERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="convnext_tiny")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=COUNT.parse, default=16)
+    parser.add_argument("--input-size", type=INPUT_SIZE.parse, default=224)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (CUDA)")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated; 'none' for ours only")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=2, help="timed calls per measurement")
+    parser.add_argument("--rounds", type=COUNT.parse, default=3)
+    parser.add_argument("--iters", type=COUNT.parse, default=2, help="timed calls per measurement")
     parser.add_argument("--train", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,

@@ -10,6 +10,7 @@ the conversion fails naming the keys. The destination is written atomically.
 """
 import argparse
 
+from ..ranges import COUNT
 from ..checkpoint_io import write_checkpoint
 from ..convert import FORMATS
 from ..weights import load_weights, save_pretrained
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="source format (default: detected from the keys)")
     parser.add_argument("--model", default=None,
                         help="model name or family (convnext, convnextv2, isotropic); default: inferred")
-    parser.add_argument("--num-classes", type=int, default=None, help="build the model with this many classes")
+    parser.add_argument("--num-classes", type=COUNT.parse, default=None, help="build the model with this many classes")
     parser.add_argument("--reset-head", action="store_true", help="keep a freshly initialised head (fine-tuning)")
 
 

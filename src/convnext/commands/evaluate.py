@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..data import build_eval_data
 from ..evaluation import evaluate
 from ..reporting import plot_confusion
@@ -22,10 +23,10 @@ from .common import add_model_arguments, load_model
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", default="digits", help='"digits" (its test split) or an ImageFolder path')
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--input-size", type=int, help="default: the size the weights were trained at")
-    parser.add_argument("--crop-pct", type=float, default=None, help="eval crop share (default: the weights' own, else 0.875)")
+    parser.add_argument("--batch-size", type=COUNT.parse, default=64)
+    parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
+    parser.add_argument("--input-size", type=INPUT_SIZE.parse, help="default: the size the weights were trained at")
+    parser.add_argument("--crop-pct", type=SHARE.parse, default=None, help="eval crop share (default: the weights' own, else 0.875)")
     parser.add_argument("--output-dir", help="where metrics.json and confusion.png go (default runs/eval-<time>)")
     parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     model = load_model(args)
+    if args.input_size and args.input_size < model.min_input_size:
+        raise ValueError(f"--input-size must be ≥ {model.min_input_size} for this model, got {args.input_size}")
     data = build_eval_data(args.data, model, args.input_size, args.crop_pct)
     loader = DataLoader(data.dataset, args.batch_size, num_workers=args.workers)
     metrics = evaluate(model, loader, model.num_classes, context=_context(args.device))

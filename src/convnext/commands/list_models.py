@@ -6,13 +6,14 @@
 import argparse
 import json
 
+from ..ranges import INPUT_SIZE
 from ..counting import model_table
 from ..registry import list_models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default="*", help="glob over model names (default: all)")
-    parser.add_argument("--input-size", type=int, default=224, help="square input side for GMACs (default 224)")
+    parser.add_argument("--input-size", type=INPUT_SIZE.parse, default=224, help="square input side for GMACs (default 224)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 

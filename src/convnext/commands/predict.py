@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..ranges import COUNT
 from ..data import IMAGE_EXTENSIONS, eval_transform
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .common import add_model_arguments, load_model
@@ -23,8 +24,8 @@ from .common import add_model_arguments, load_model
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--top-k", type=COUNT.parse, default=5)
+    parser.add_argument("--batch-size", type=COUNT.parse, default=16)
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="onnxruntime runs an exported .onnx (its .json sidecar gives classes and sizes)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..ranges import COUNT, NON_NEGATIVE_INT
 from ..recipes import RECIPES
 from ..roadmap_runs import REGIMES, plot, select, step_row, train_steps, write_csv
 from ..training import RunConfig
@@ -24,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="store_true", help="train the chosen steps")
     parser.add_argument("--data", default="digits")
     parser.add_argument("--recipe", choices=list(RECIPES), default="small")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--subset", type=int, help="at most N train and N val images (quick runs)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps per roadmap step (smoke runs)")
+    parser.add_argument("--epochs", type=COUNT.parse)
+    parser.add_argument("--batch-size", type=COUNT.parse)
+    parser.add_argument("--subset", type=COUNT.parse, help="at most N train and N val images (quick runs)")
+    parser.add_argument("--max-steps", type=COUNT.parse, help="optimizer steps per roadmap step (smoke runs)")
     parser.add_argument("--output-dir", default="runs/roadmap")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
+    parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--device")
 
 

@@ -13,28 +13,33 @@ overridden by its flag; --lr is the rate at --lr-base-batch, scaled to the effec
 """
 import argparse
 import json
+import re
 import sys
 import types
 import typing
 from dataclasses import fields
 
+from ..ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..recipes import RECIPES, Recipe
 from ..training import RunConfig, resume, train
 
 
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "off") else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
+HELD_OUT = Range(float, low=0, high=1, low_open=True, high_open=True)
 
 
-def _field_type(annotation):
-    """int -> int; `float | None` -> float that also accepts "none"."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        kind = next(a for a in typing.get_args(annotation) if a is not type(None))
-        return _optional(kind)
-    return annotation
+def _optional(parse):
+    def parse_or_none(text: str):
+        return None if text.lower() in ("none", "off") else parse(text)
+    return parse_or_none
+
+
+def _field_type(f):
+    """A recipe field's argparse type: its range's parser; `float | None` fields also accept "none"."""
+    annotation = f.type
+    optional = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    kind = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
+    parse = f.metadata["range"].parse if "range" in f.metadata else kind
+    return _optional(parse) if optional else parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,29 +47,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits", help='"digits" (built-in) or an ImageFolder path')
     parser.add_argument("--output-dir", help="run directory (default: runs/<model>-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run with its saved config")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
+    parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0, help="data-loading processes")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision autocast (use on CUDA)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--save-every", type=int, help="also checkpoint every N optimizer steps")
-    parser.add_argument("--keep-checkpoints", type=int, default=2, help="newest checkpoints kept (plus the best)")
-    parser.add_argument("--val-split", type=float, help="share held out when --data has no train/val folders")
+    parser.add_argument("--save-every", type=COUNT.parse, help="also checkpoint every N optimizer steps")
+    parser.add_argument("--keep-checkpoints", type=COUNT.parse, default=2, help="newest checkpoints kept (plus the best)")
+    parser.add_argument("--val-split", type=HELD_OUT.parse, help="share held out when --data has no train/val folders")
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
     parser.add_argument("--weights", help="start from this checkpoint (any format); the head is re-initialised")
     parser.add_argument("--pretrained", nargs="?", const="default", help="start from published weights [TAG]")
-    parser.add_argument("--subset", type=int, help="use at most N train and N val images (quick runs)")
-    parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (smoke runs)")
+    parser.add_argument("--subset", type=COUNT.parse, help="use at most N train and N val images (quick runs)")
+    parser.add_argument("--max-steps", type=COUNT.parse, help="stop after N optimizer steps (smoke runs)")
     parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
     recipe_flags = parser.add_argument_group("recipe fields (override the preset)")
     for f in fields(Recipe):
-        recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f.type),
+        recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f),
                                   default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper(),
                                   help=f"{f.metadata['help']} (preset: {getattr(RECIPES['small'], f.name)} small, "
                                        f"{getattr(RECIPES['in1k'], f.name)} in1k)")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}" if name in {f.name for f in fields(Recipe)} else name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         summary = resume(args.resume, say=say, max_steps=args.max_steps)
     else:
         overrides = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_")}
-        recipe = RECIPES[args.recipe].update(**overrides)
+        try:
+            recipe = RECIPES[args.recipe].update(**overrides)
+        except ValueError as error:  # a combination of fields (warm-up longer than the run): name the flags
+            raise ValueError(re.sub(r"\b(\w+_\w+|epochs)\b", lambda m: _flag(m[1]), str(error))) from None
         if "model" not in overrides and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
         config = RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
