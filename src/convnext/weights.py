@@ -113,13 +113,16 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     """Load a checkpoint in any format (official, timm, torchvision, HF, ours) into a model.
 
     `model_or_name` is a model, a registered name, a family ("convnext", "convnextv2", "isotropic") or
-    None; for a name or family the variant, `num_classes` and `in_chans` are read off the tensors.
+    None; for a name or family the variant, `num_classes` and `in_chans` are read off the tensors, and
+    for None our own files rebuild the model they name.
     `reset_head=True` (or a `num_classes` override that differs) keeps a freshly initialised head.
     """
     registered = isinstance(model_or_name, str) and model_or_name in list_models()
     if isinstance(model_or_name, str) and not registered and model_or_name not in FAMILIES:
         get_spec(model_or_name)  # an unknown name: the error lists the close ones
     state, config = read_checkpoint(path)
+    if model_or_name is None and format == "auto" and not reset_head and config.get("format") == "convnext":
+        return _from_our_config(path, state, config, **overrides)  # the model the file names
     with _reading(path):
         fmt = detect_format(state) if format == "auto" else format
         if isinstance(model_or_name, nn.Module):
@@ -205,6 +208,10 @@ def load_pretrained(path: str | Path, **overrides) -> nn.Module:
     state, config = read_checkpoint(path)
     if config.get("format") != "convnext":
         return load_weights(None, path, **overrides)
+    return _from_our_config(path, state, config, **overrides)
+
+
+def _from_our_config(path: str | Path, state: StateDict, config: dict, **overrides) -> nn.Module:
     with _reading(path):
         model = create_model(config["model"], **{**config["overrides"], **overrides})
         reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])

@@ -5,6 +5,7 @@
     convnext export --weights w.safetensors --format onnx --output w.onnx --optimize   # exact folds first
 """
 import argparse
+from pathlib import Path
 
 from ..export import FORMATS, export
 from ..inference import optimize_for_inference
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.format not in FORMATS:
         raise ValueError(f"unknown export format {args.format!r}; choose from {', '.join(FORMATS)}")
+    if Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output} is a folder; give the file to write")
     model = load_model(args)
     exported = optimize_for_inference(model, channels_last=False) if args.optimize else model
     for attribute in ("model_name", "class_names", "data_config", "in_chans", "num_classes"):

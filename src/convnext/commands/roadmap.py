@@ -5,8 +5,8 @@
     convnext roadmap --train --epochs 10 --steps 0,2,3,13
     convnext roadmap --train --data ~/flowers --output-dir runs/roadmap-flowers
 
-Training uses one recipe for every step (default: the small-data preset) and writes roadmap.csv and
-roadmap.png; rerunning skips finished steps and resumes an interrupted one.
+Training uses one recipe for every step (default: `roadmap`, the small-data preset at lr 1e-3) and
+writes roadmap.csv and roadmap.png; rerunning skips finished steps and resumes an interrupted one.
 """
 import argparse
 import json
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.add_argument("--train", action="store_true", help="train the chosen steps")
     parser.add_argument("--data", default="digits")
-    parser.add_argument("--recipe", choices=list(RECIPES), default="small")
+    parser.add_argument("--recipe", choices=list(RECIPES), default="roadmap",
+                        help="one recipe for every step (default: roadmap, the small preset at lr 1e-3)")
     parser.add_argument("--epochs", type=COUNT.parse)
     parser.add_argument("--batch-size", type=COUNT.parse)
     parser.add_argument("--subset", type=COUNT.parse, help="at most N train and N val images (quick runs)")

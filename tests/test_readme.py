@@ -1,0 +1,60 @@
+"""The README's code runs: every line of its "Use" block, and every command of its command table."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import convnext
+from convnext import hub
+from convnext.cli import COMMANDS, main
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    return README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_use_block_runs_line_for_line(tmp_path, monkeypatch):
+    block = re.search(r"```python\n(.*?)```", section("Use"), re.S)[1]
+    assert "convnext.optimize_for_inference(model)" in block and "pretrained=True" in block
+    # The two files the block reads, made here: a checkpoint in the working folder, and the published
+    # IN-1K file already in the download cache, so `pretrained=True` runs its whole path offline.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
+    convnext.write_checkpoint(convnext.create_model("convnext_tiny", num_classes=10), "convnext_tiny_22k_224.pth",
+                              "official")
+    cached = Path(hub.cache_dir()) / hub.pretrained_weights("convnext_tiny").url.rsplit("/", 1)[-1]
+    convnext.write_checkpoint(convnext.create_model("convnext_tiny"), cached, "official")
+    names: dict = {}
+    with torch.no_grad():
+        exec(compile(block, "README.md", "exec"), names)
+    assert names["logits"].shape == (2, 10) and names["features"].shape == (2, 768)
+    assert [m.shape[-1] for m in names["maps"]] == [56, 28, 14, 7]
+    assert names["model"].class_names[0] == "tench"  # the published model's ImageNet names
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert (names["fast"](x) - names["model"](x)).abs().max() <= 1e-3
+
+
+def test_readme_names_are_the_public_api():
+    used = set(re.findall(r"convnext\.(\w+)\(", README))
+    assert used and used <= set(dir(convnext)), sorted(used - set(dir(convnext)))
+    assert set(convnext.__all__) <= set(dir(convnext))
+
+
+TABLE = re.findall(r"^\| `convnext (\w+)", section("Command line"), re.M)
+
+
+def test_command_table_lists_every_command():
+    assert TABLE and set(TABLE) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", TABLE)
+def test_every_command_in_the_table_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert f"usage: convnext {command}" in capsys.readouterr().out
