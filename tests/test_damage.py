@@ -1,12 +1,13 @@
 """Damaged files: every failure to read one is a CheckpointError naming the file, and our own files
 carry a checksum, so a changed byte never loads as a silently different model."""
 import random
+import struct
 
 import pytest
 import torch
 
 import convnext
-from convnext import CheckpointError
+from convnext import CheckpointError, run_state
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -65,3 +66,15 @@ def test_a_changed_tensor_byte_is_reported_as_damage(originals, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="damaged file.*checksum"):
         convnext.load_pretrained(tmp_path)
+
+
+def test_a_damaged_training_checkpoint_is_skipped_for_the_previous_one(tmp_path, capsys):
+    for step in (1, 2):
+        run_state.save({"global_step": step, "w": torch.full((256,), float(step))}, tmp_path, step, keep=2)
+    newest = run_state.checkpoint_files(tmp_path)[0]
+    data = bytearray(newest.read_bytes())
+    at = data.find(struct.pack("<f", 2.0) * 16)  # inside the tensor's bytes: the zip still reads
+    data[at + 1] ^= 0x01
+    newest.write_bytes(bytes(data))
+    assert run_state.load_latest(tmp_path)["global_step"] == 1
+    assert "checksum mismatch" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """Training checkpoints: written atomically, the newest K kept plus the best, read back safely.
 
 A checkpoint holds everything a bit-exact resume needs: model, optimizer, scheduler, EMA and scaler
-states, the RNG state, and the position in the data order.
+states, the RNG state, and the position in the data order, plus a checksum of all of it: a damaged
+file is skipped for the previous one rather than resumed from.
 """
 import re
 import shutil
@@ -10,6 +11,9 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_file
+from .checkpoint_io import checksum
+
+CHECKSUM = "sha256"  # of every tensor and value in the checkpoint, checked on resume
 
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pth"
@@ -23,11 +27,29 @@ def checkpoint_files(run_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(PATTERN.search(p.name)[1]), reverse=True)
 
 
+def _leaves(obj, prefix: str = ""):
+    """(path, value) for every tensor or plain value inside nested dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _leaves(value, f"{prefix}{key}/")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _leaves(value, f"{prefix}{i}/")
+    else:
+        yield prefix, obj
+
+
+def _checksum(state: dict) -> str:
+    leaves = list(_leaves(state))
+    plain = repr(sorted((path, repr(v)) for path, v in leaves if not isinstance(v, torch.Tensor)))
+    return checksum({path: v for path, v in leaves if isinstance(v, torch.Tensor)}, plain)
+
+
 def save(state: dict, run_dir: Path, step: int, keep: int, best: bool = False) -> Path:
     folder = Path(run_dir) / CHECKPOINT_DIR
     path = folder / f"step-{step:08d}.pth"
     with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+        torch.save({**state, CHECKSUM: _checksum(state)}, tmp)
     if best:
         with atomic_file(folder / BEST) as tmp:
             shutil.copyfile(path, tmp)
@@ -40,9 +62,13 @@ def load_latest(run_dir: Path) -> dict | None:
     """The newest readable checkpoint (an unreadable one is skipped with a note), or None."""
     for path in checkpoint_files(run_dir):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            recorded = state.pop(CHECKSUM, None)
+            if recorded is not None and recorded != _checksum(state):
+                raise ValueError("damaged: checksum mismatch")
+            return state
         except Exception as error:  # a damaged file: fall back to the previous one
-            print(f"skipping unreadable checkpoint {path} ({str(error).splitlines()[0]})")
+            print(f"skipping unreadable checkpoint {path} ({(str(error).splitlines() or [type(error).__name__])[0]})")
     return None
 
 
