@@ -4,9 +4,12 @@
     convnext convert runs/my-run timm_weights.safetensors --to timm
     convnext convert hf_dir/ official.pth --to official --model convnext_tiny
     convnext convert in22k.pth ft/ --to ours --num-classes 10 --reset-head
+    convnext convert runs/my-run hf_dir/ --to hf           # from_pretrained and pipeline() load it
+    convnext convert runs/my-run timm_dir --to timm        # timm.create_model("local-dir:timm_dir", pretrained=True)
 
-The source format and the variant are read off the tensors; every tensor must be used and filled, or
-the conversion fails naming the keys. The destination is written atomically.
+The source format and the variant are read off the tensors (a published model before a roadmap
+step); every tensor must be used and filled, or the conversion fails naming the keys. A format with no
+such model is refused in one line. The destination is written atomically.
 """
 import argparse
 
@@ -20,12 +23,14 @@ TARGETS = ("ours", *FORMATS)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="weights file or folder, any format")
-    parser.add_argument("destination", help="file (official, timm, torchvision) or folder (ours, hf)")
+    parser.add_argument("destination", help="folder (ours, hf; timm without a file suffix, for timm's "
+                                            "local-dir: loader) or file (official, torchvision, timm .pth/.safetensors)")
     parser.add_argument("--to", required=True, choices=TARGETS, help="format to write")
     parser.add_argument("--from", dest="source_format", default="auto", choices=("auto", *FORMATS),
                         help="source format (default: detected from the keys)")
     parser.add_argument("--model", default=None,
-                        help="model name or family (convnext, convnextv2, isotropic); default: inferred")
+                        help="model name or family (convnext, convnextv2, isotropic, roadmap); default: the "
+                             "model our files name, else inferred")
     parser.add_argument("--num-classes", type=COUNT.parse, default=None, help="build the model with this many classes")
     parser.add_argument("--reset-head", action="store_true", help="keep a freshly initialised head (fine-tuning)")
 
