@@ -166,11 +166,15 @@ TIMM_RESNETS = {(3, 4, 6, 3): "resnet50", (3, 4, 23, 3): "resnet101", (3, 8, 36,
                 (3, 24, 36, 3): "resnet200"}
 
 
+def stage_depths(state: StateDict) -> tuple[int, ...]:
+    """Blocks per stage of a state dict in our names (ConvNeXt or the roadmap's ResNets)."""
+    return tuple(len({k.split(".")[2] for k in state if k.startswith(f"stages.{i}.")}) for i in range(4))
+
+
 def stage_shape(state: StateDict) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(blocks per stage, stage widths) of a ConvNeXt state dict in our names."""
-    depths = tuple(len({k.split(".")[2] for k in state if k.startswith(f"stages.{i}.")}) for i in range(4))
     dims = tuple(state[f"downsample_layers.{i}.{min(i, 1)}.weight"].shape[0] for i in range(4))
-    return depths, dims
+    return stage_depths(state), dims
 
 
 def _layout(model: nn.Module) -> str:
@@ -181,7 +185,7 @@ def timm_architecture(model: nn.Module) -> tuple[str, dict]:
     """The timm model name for `model` and the `model_args` timm needs to build it with its shape."""
     state, layout = model.state_dict(), _layout(model)
     if layout == "resnet":
-        depths = tuple(len({k.split(".")[2] for k in state if k.startswith(f"stages.{i}.")}) for i in range(4))
+        depths = stage_depths(state)
         return TIMM_RESNETS.get(depths, "resnet50"), {"layers": list(depths), "in_chans": model.in_chans}
     depths, dims = stage_shape(state)
     size = TIMM_CONVNEXT.get((depths, dims), "tiny")
@@ -244,9 +248,10 @@ def timm_config(model: nn.Module, class_names: list[str] | None) -> dict:
     size = data["input_size"]
     layout = _layout(model)
     first_conv, classifier = ("conv1", "fc") if layout == "resnet" else ("stem.0", "head.fc")
+    names = class_names or getattr(model, "class_names", None)
     return {
         "architecture": architecture_name, "num_classes": model.num_classes, "num_features": model.num_features,
-        "model_args": model_args, "label_names": _labels(model, class_names),
+        "model_args": model_args, **({"label_names": list(names)} if names else {}),
         "pretrained_cfg": {
             "input_size": [model.in_chans, size, size], "interpolation": "bicubic", "crop_pct": data["crop_pct"],
             "crop_mode": "center", "mean": data["mean"], "std": data["std"], "num_classes": model.num_classes,

@@ -63,11 +63,7 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
     families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic", "roadmap")
     num_classes, in_chans = _shape_hints(state, fmt)
     overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
-    candidates = sorted(list_models(), key=lambda name: families.index(get_spec(name).family)
-                        if get_spec(name).family in families else len(families))
-    for name in candidates:
-        if get_spec(name).family not in families:
-            continue
+    for name in [n for group in families for n in list_models() if get_spec(n).family == group]:
         with torch.device("meta"):
             candidate = create_model(name, **overrides)
         try:
