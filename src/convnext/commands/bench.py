@@ -10,9 +10,12 @@ training memory, ratios to the fastest peer and the share of a measured fp32 mat
 """
 import argparse
 
-from ..ranges import COUNT, INPUT_SIZE
+import torch
+
 from .. import bench
 from ..peers import PEERS
+from ..ranges import COUNT, INPUT_SIZE
+from ..registry import create_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise ValueError(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
+    with torch.device("meta"):
+        smallest = create_model(args.model).min_input_size
+    if args.input_size < smallest:
+        raise ValueError(f"--input-size must be ≥ {smallest} for {args.model}, got {args.input_size}")
     report = bench.run(args.model, args.batch_size, args.input_size, args.device, peers, args.rounds, args.iters,
                        args.train, args.memory, args.compile, args.onnx, args.grad_checkpointing, args.amp)
     print(bench.table(report))

@@ -13,9 +13,9 @@ such model is refused in one line. The destination is written atomically.
 """
 import argparse
 
-from ..ranges import COUNT
 from ..checkpoint_io import write_checkpoint
 from ..convert import FORMATS
+from ..ranges import COUNT
 from ..weights import load_weights, save_pretrained
 
 TARGETS = ("ours", *FORMATS)

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..data import build_eval_data
 from ..evaluation import evaluate
+from ..ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..reporting import plot_confusion
 from .common import add_model_arguments, load_model
 

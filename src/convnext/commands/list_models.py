@@ -6,8 +6,8 @@
 import argparse
 import json
 
-from ..ranges import INPUT_SIZE
 from ..counting import model_table
+from ..ranges import INPUT_SIZE
 from ..registry import list_models
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..ranges import COUNT
 from ..data import IMAGE_EXTENSIONS, eval_transform
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..ranges import COUNT
 from .common import add_model_arguments, load_model
 
 
