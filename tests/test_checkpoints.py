@@ -1,5 +1,6 @@
 """Every checkpoint format loads with the same logits, converts back, and round-trips bit for bit."""
 import json
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -228,3 +229,13 @@ def test_interrupted_conversion_keeps_the_old_destination(tmp_path, monkeypatch)
         convnext.write_checkpoint(perturbed(model), tmp_path / "w.safetensors", "timm")
     assert (tmp_path / "w.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary left behind
+
+
+def test_weights_written_by_release_0_1_0_still_load():
+    """A file from before checksums and the package layout: same model, same logits."""
+    folder = Path(__file__).parent / "data" / "convnextv2_test-0.1.0"
+    model = convnext.load_pretrained(folder).eval()
+    expected = safetensors.torch.load_file(folder / "expected.safetensors")
+    assert type(model) is convnext.ConvNeXtV2 and model.class_names == ["a", "b", "c"]
+    with torch.no_grad():
+        assert max_abs_diff(model(expected["input"]), expected["logits"]) == 0
