@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import convnext
-from convnext import CheckpointError, run_state
+from convnext import CheckpointError
+from convnext.training import run_state
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:

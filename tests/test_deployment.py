@@ -6,8 +6,8 @@ import torch
 
 import convnext
 from convnext.cli import main
-from convnext.export import export, load_runner
-from convnext.inference import optimize_for_inference
+from convnext.deploy.export import export, load_runner
+from convnext.deploy.inference import optimize_for_inference
 
 FAMILY = ["convnext_test", "convnextv2_test", "convnext_isotropic_test", "roadmap_r50_00_resnet50"]
 
@@ -137,7 +137,7 @@ def test_bench_runs_in_seconds_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_measures_training_memory_in_a_fresh_process():
-    from convnext.bench import cpu_training_memory
+    from convnext.deploy.bench import cpu_training_memory
 
     small = cpu_training_memory({"impl": "ours", "model": "convnext_test"}, batch=2, size=64)
     large = cpu_training_memory({"impl": "ours", "model": "convnext_test"}, batch=32, size=128)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import convnext
-from convnext.model import Block
+from convnext.models.convnext import Block
 
 
 def test_drop_path_schedule_is_linear_over_all_blocks():
@@ -63,7 +63,7 @@ def test_gradient_checkpointing_leaves_gradients_unchanged(name):
 
 
 def test_gradient_checkpointing_recomputes_every_block(monkeypatch):
-    import convnext.layers as layers
+    import convnext.models.layers as layers
 
     calls = []
     real = layers.checkpoint

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import convnext
-from convnext import hub
+from convnext.checkpoints import hub
 
 
 @pytest.fixture

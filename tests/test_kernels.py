@@ -6,7 +6,7 @@ from torch import nn
 
 import convnext
 from conftest import max_abs_diff
-from convnext import kernels
+from convnext.models import kernels
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "gpu-path"])

@@ -4,7 +4,7 @@ import torch
 
 import convnext
 from conftest import max_abs_diff
-from convnext.convert import from_format, to_format
+from convnext.checkpoints.convert import from_format, to_format
 from peers import hf_model, logits, timm_model, torchvision_model
 
 TINY = ((3, 3, 9, 3), (96, 192, 384, 768))

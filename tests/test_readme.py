@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import convnext
-from convnext import hub
+from convnext.checkpoints import hub
 from convnext.cli import COMMANDS, main
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

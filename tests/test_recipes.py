@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import convnext
-from convnext import hub
+from convnext.checkpoints import hub
 from convnext.cli import main
-from convnext.optim import build_optimizer, layer_id, param_groups, warmup_cosine
-from convnext.recipes import RECIPES
+from convnext.training.optim import build_optimizer, layer_id, param_groups, warmup_cosine
+from convnext.training.recipes import RECIPES
 
 
 def test_in1k_recipe_is_the_papers():

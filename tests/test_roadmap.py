@@ -8,7 +8,7 @@ import torchvision
 import convnext
 from conftest import max_abs_diff
 from convnext.cli import main
-from convnext.roadmap import R50, R200, STEPS
+from convnext.models.roadmap import R50, R200, STEPS
 
 # Table 10 prints 4.46 GFLOPs for "BN -> LN", but swapping a norm adds no multiply-accumulates: Table 11's
 # same row (R200) is unchanged at 14.81, and ours stays at step 11's 4.15. We treat 4.46 as a misprint.
@@ -47,10 +47,10 @@ def test_step0_is_torchvision_resnet50():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
-    ours.load_state_dict(convnext.convert.from_format(reference.state_dict(), ours, "auto"), strict=True)
+    ours.load_state_dict(convnext.checkpoints.convert.from_format(reference.state_dict(), ours, "auto"), strict=True)
     x = torch.randn(2, 3, 96, 96)
     assert max_abs_diff(ours(x), reference(x)) <= 1e-5
-    back = convnext.convert.to_format(ours.state_dict(), "torchvision")  # and back, strictly
+    back = convnext.checkpoints.convert.to_format(ours.state_dict(), "torchvision")  # and back, strictly
     fresh = torchvision.models.resnet50().eval()
     fresh.load_state_dict(back, strict=True)
     assert max_abs_diff(fresh(x), reference(x)) <= 1e-5

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import convnext
-from convnext import run_state
+from convnext.training import run_state
 from convnext.cli import main
-from convnext.reporting import read_metrics
-from convnext.training import Trainer, resume
+from convnext.training.reporting import read_metrics
+from convnext.training.trainer import Trainer, resume
 
 TINY = ["--model", "convnext_test", "--batch-size", "32"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,17 +2,20 @@
 
     >>> import convnext
     >>> model = convnext.create_model("convnext_tiny", num_classes=10)
+
+The package is layered, each layer importing only those below it (docs/architecture.md):
+`models` -> `checkpoints` -> `training` and `deploy` -> `commands` and `cli`.
 """
-from . import roadmap, variants  # noqa: F401  (register the model family and the roadmap steps)
-from .backbone import ConvNeXtBackbone
-from .checkpoint_io import read_checkpoint, write_checkpoint
-from .convert import CheckpointError, detect_format
-from .counting import count_macs, count_params
-from .inference import optimize_for_inference
-from .isotropic import ConvNeXtIsotropic
-from .model import ConvNeXt, ConvNeXtV2
-from .registry import create_model, list_models
-from .weights import load_pretrained, load_weights, save_pretrained
+from .checkpoints.convert import CheckpointError, detect_format
+from .checkpoints.files import read_checkpoint, write_checkpoint
+from .checkpoints.hub import create_model
+from .checkpoints.weights import load_pretrained, load_weights, save_pretrained
+from .deploy.inference import optimize_for_inference
+from .models.backbone import ConvNeXtBackbone
+from .models.convnext import ConvNeXt, ConvNeXtV2
+from .models.counting import count_macs, count_params
+from .models.isotropic import ConvNeXtIsotropic
+from .models.registry import list_models
 
 __all__ = [
     "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone",

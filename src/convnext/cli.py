@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .training import Interrupted
+    from .training.trainer import Interrupted
 
     args = build_parser().parse_args(argv)
     try:

@@ -12,10 +12,10 @@ import argparse
 
 import torch
 
-from .. import bench
-from ..peers import PEERS
-from ..ranges import COUNT, INPUT_SIZE
-from ..registry import create_model
+from ..deploy import bench
+from ..deploy.peers import PEERS
+from ..models.registry import create_model
+from ..training.ranges import COUNT, INPUT_SIZE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

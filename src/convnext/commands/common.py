@@ -3,8 +3,8 @@ import argparse
 
 import torch
 
-from ..registry import create_model
-from ..weights import load_pretrained, load_weights
+from ..checkpoints.hub import create_model
+from ..checkpoints.weights import load_pretrained, load_weights
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,10 +13,10 @@ such model is refused in one line. The destination is written atomically.
 """
 import argparse
 
-from ..checkpoint_io import write_checkpoint
-from ..convert import FORMATS
-from ..ranges import COUNT
-from ..weights import load_weights, save_pretrained
+from ..checkpoints.convert import FORMATS
+from ..checkpoints.files import write_checkpoint
+from ..checkpoints.weights import load_weights, save_pretrained
+from ..training.ranges import COUNT
 
 TARGETS = ("ours", *FORMATS)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import build_eval_data
-from ..evaluation import evaluate
-from ..ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
-from ..reporting import plot_confusion
+from ..training.data import build_eval_data
+from ..training.evaluation import evaluate
+from ..training.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
+from ..training.reporting import plot_confusion
 from .common import add_model_arguments, load_model
 
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _context(device: str):
-    from ..distributed import Context
+    from ..training.distributed import Context
 
     return Context(device=torch.device(device))
 

@@ -7,8 +7,8 @@
 import argparse
 from pathlib import Path
 
-from ..export import FORMATS, export
-from ..inference import optimize_for_inference
+from ..deploy.export import FORMATS, export
+from ..deploy.inference import optimize_for_inference
 from .common import add_model_arguments, load_model
 
 

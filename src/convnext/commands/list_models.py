@@ -6,9 +6,9 @@
 import argparse
 import json
 
-from ..counting import model_table
-from ..ranges import INPUT_SIZE
-from ..registry import list_models
+from ..models.counting import model_table
+from ..models.registry import list_models
+from ..training.ranges import INPUT_SIZE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

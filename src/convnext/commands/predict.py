@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..data import IMAGE_EXTENSIONS, eval_transform
-from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ..ranges import COUNT
+from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from ..checkpoints.preprocessing import eval_transform
+from ..training.data import IMAGE_EXTENSIONS
+from ..training.ranges import COUNT
 from .common import add_model_arguments, load_model
 
 
@@ -76,7 +77,7 @@ class TorchPredictor:
 
 def predictor(args):
     if args.backend == "onnxruntime":
-        from ..export import OnnxPredictor
+        from ..deploy.export import OnnxPredictor
 
         if not args.weights:
             raise ValueError("--backend onnxruntime needs --weights FILE.onnx")

@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..ranges import COUNT, NON_NEGATIVE_INT
-from ..recipes import RECIPES
-from ..roadmap_runs import REGIMES, plot, select, step_row, train_steps, write_csv
-from ..training import RunConfig
+from ..training.ranges import COUNT, NON_NEGATIVE_INT
+from ..training.recipes import RECIPES
+from ..training.roadmap_runs import REGIMES, plot, select, step_row, train_steps, write_csv
+from ..training.trainer import RunConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

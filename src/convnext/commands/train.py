@@ -19,9 +19,9 @@ import types
 import typing
 from dataclasses import fields
 
-from ..ranges import COUNT, NON_NEGATIVE_INT, Range
-from ..recipes import RECIPES, Recipe
-from ..training import RunConfig, resume, train
+from ..training.ranges import COUNT, NON_NEGATIVE_INT, Range
+from ..training.recipes import RECIPES, Recipe
+from ..training.trainer import RunConfig, resume, train
 
 
 HELD_OUT = Range(float, low=0, high=1, low_open=True, high_open=True)

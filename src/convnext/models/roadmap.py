@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .convnext import check_hyperparameters, drop_path_rates
 from .layers import Classifier, LayerNorm2d, check_input, checkpointed_blocks
-from .model import check_hyperparameters, drop_path_rates
 from .registry import register_model
 
 

@@ -1,4 +1,4 @@
-"""The model registry: names -> (builder, config). `create_model` and `list_models` live here."""
+"""The model registry: names -> (builder, config). Building (`create_model`) and `list_models` live here."""
 import difflib
 import fnmatch
 import inspect
@@ -42,11 +42,11 @@ def model_options(name: str) -> list[str]:
     return list(inspect.signature(get_spec(name).builder).parameters)
 
 
-def create_model(name: str, pretrained: bool | str = False, **overrides: Any) -> nn.Module:
+def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a registered model: `create_model("convnext_tiny", num_classes=10, drop_path_rate=0.1)`.
 
-    `pretrained=True` loads the default published weights for `name` (a tag string picks another set,
-    e.g. "in22k"); see `convnext.hub`.
+    Weights are not this layer's business: `convnext.create_model(name, pretrained=True)` (the
+    checkpoints layer's `hub.create_model`) builds here and then loads the published weights.
     """
     spec = get_spec(name)
     accepted = model_options(name)
@@ -55,8 +55,4 @@ def create_model(name: str, pretrained: bool | str = False, **overrides: Any) ->
         raise TypeError(f"{name} got unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
     model = spec.builder(**{**spec.config, **overrides})
     model.model_name, model.model_overrides = name, overrides
-    if pretrained:
-        from .hub import load_pretrained_weights  # lazy: only pretrained use needs the download code
-
-        load_pretrained_weights(model, name, tag=None if pretrained is True else pretrained)
     return model

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic import atomic_file
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..checkpoints.atomic import atomic_file
+from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4
@@ -95,7 +95,7 @@ class OnnxPredictor:
     """Runs an exported .onnx with onnxruntime, with the preprocessing from its sidecar JSON."""
 
     def __init__(self, path: str | Path):
-        from .data import eval_transform
+        from ..checkpoints.preprocessing import eval_transform
 
         path = Path(path)
         meta_path = path.with_name(path.name + ".json")

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .counting import count_macs
+from ..models.counting import count_macs
+from ..models.registry import create_model
 from .inference import optimize_for_inference
 from .peers import PEERS
-from .registry import create_model
 
 
 @dataclass
@@ -278,11 +278,12 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path) -> None:
-    from .reporting import plt
+    from matplotlib.figure import Figure  # a bare figure renders to files without a display backend
 
     rows = report["results"]
     names = [r["name"] for r in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(rows) + 2))
+    figure = Figure(figsize=(12, 0.4 * len(rows) + 2))
+    axes = figure.subplots(1, 2)
     for ax, key, title in ((axes[0], "infer_img_s", "Inference (img/s)"), (axes[1], "train_img_s", "Training step (img/s)")):
         values = [r.get(key, 0) for r in rows]
         ax.barh(names[::-1], values[::-1], color=["tab:blue" if r["ours"] else "tab:gray" for r in rows][::-1])
@@ -290,7 +291,6 @@ def plot(report: dict, path) -> None:
     figure.suptitle(f"{report['model']}, batch {report['batch']}, {report['input_size']}², {report['device']}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def save(report: dict, path) -> None:

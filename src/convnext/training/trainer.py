@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from ..checkpoints.weights import load_weights, save_pretrained
+from ..models.registry import create_model, model_options
 from . import distributed, reporting, run_state
 from .data import DataBundle, EpochSampler, build_data
 from .evaluation import evaluate
 from .optim import build_optimizer, warmup_cosine
 from .recipes import Recipe
-from .registry import create_model, model_options
-from .weights import load_weights, save_pretrained
 
 CONFIG_FILE = "config.json"
 
@@ -88,7 +88,7 @@ def _build_model(recipe: Recipe, run: RunConfig, data: DataBundle) -> torch.nn.M
     if run.weights:
         load_weights(model, run.weights, reset_head=True)
     elif run.pretrained:
-        from .hub import load_pretrained_weights
+        from ..checkpoints.hub import load_pretrained_weights
 
         load_pretrained_weights(model, recipe.model, None if run.pretrained == "default" else run.pretrained)
     model.class_names = data.class_names

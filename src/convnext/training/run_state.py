@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_file
-from .checkpoint_io import checksum
+from ..checkpoints.atomic import atomic_file
+from ..checkpoints.files import checksum
 
 CHECKSUM = "sha256"  # of every tensor and value in the checkpoint, checked on resume
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from .atomic import atomic_dir, atomic_file
 from .convert import CheckpointError, StateDict, architecture, rules_for, to_format
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_FILE = "model.safetensors"  # our weights; also the name HF uses
 MODEL_CONFIG_FILE = "model.json"  # our config, a readable copy of the one inside the safetensors header

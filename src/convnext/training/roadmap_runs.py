@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .counting import count_macs, count_params
+from ..models.counting import count_macs, count_params
+from ..models.registry import create_model
+from ..models.roadmap import R50, R200, Step
 from .recipes import Recipe
-from .registry import create_model
-from .roadmap import R50, R200, Step
-from .training import RunConfig, resume, train
+from .trainer import RunConfig, resume, train
 
 REGIMES = {"r50": R50, "r200": R200}
 CSV_COLUMNS = ["name", "change", "params", "gmacs", "paper_top1", "paper_gflops", "top1", "top5", "epochs",

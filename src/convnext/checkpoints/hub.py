@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import registry
 from .atomic import atomic_file
-from .checkpoint_io import read_checkpoint
 from .convert import CheckpointError
-from .imagenet import imagenet_class_names
+from .files import read_checkpoint
+from .preprocessing import imagenet_class_names
 from .weights import load_state
 
 V1 = "https://dl.fbaipublicfiles.com/convnext/"
@@ -94,6 +95,17 @@ def download(weights: Weights, progress: bool = True) -> Path:
     except RuntimeError as error:  # torch.hub's hash mismatch
         raise CheckpointError(f"{weights.url}: {error}") from None
     return destination
+
+
+def create_model(name: str, pretrained: bool | str = False, **overrides) -> nn.Module:
+    """Build a registered model, with the published weights when `pretrained` (a tag string picks a set).
+
+    This is `convnext.create_model`: the models layer builds, this layer adds the weights.
+    """
+    model = registry.create_model(name, **overrides)
+    if pretrained:
+        load_pretrained_weights(model, name, tag=None if pretrained is True else pretrained)
+    return model
 
 
 def load_pretrained_weights(model: nn.Module, name: str, tag: str | None = None) -> None:

@@ -13,11 +13,10 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..checkpoints.preprocessing import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from .recipes import Recipe
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
-BICUBIC = v2.InterpolationMode.BICUBIC
 
 
 class DataError(ValueError):
@@ -121,14 +120,6 @@ def train_transform(recipe: Recipe, size: int, mean, std) -> v2.Compose:
     if recipe.reprob:
         steps.append(v2.RandomErasing(recipe.reprob, value=0))
     return v2.Compose([v2.ToImage(), *steps])
-
-
-def eval_transform(size: int, mean, std, crop_pct: float = 0.875) -> v2.Compose:
-    """The paper's evaluation: resize the short side to size / crop_pct (bicubic), centre-crop `size`."""
-    return v2.Compose([
-        v2.ToImage(), v2.Resize(int(math.floor(size / crop_pct)), interpolation=BICUBIC, antialias=True),
-        v2.CenterCrop(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
 
 
 def load_image(path: str) -> Image.Image:

@@ -9,8 +9,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .convnext import ConvNeXt, run_stages
 from .layers import LayerNorm2d, check_input
-from .model import ConvNeXt, run_stages
 
 
 class ConvNeXtBackbone(nn.Module):

@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoint_io import hf_config, timm_uses_conv_mlp
-from .convert import architecture, to_format
+from ..checkpoints.convert import architecture, to_format
+from ..checkpoints.files import hf_config, timm_uses_conv_mlp
 
 
 class LogitsOnly(nn.Module):

@@ -13,8 +13,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from ..models.registry import create_model, get_spec, list_models
 from .atomic import atomic_file
-from .checkpoint_io import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
 from .convert import (
     CheckpointError,
     StateDict,
@@ -23,8 +23,8 @@ from .convert import (
     rules_for,
     target_key,
 )
-from .imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .registry import create_model, get_spec, list_models
+from .files import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("convnext")
 HEAD_KEYS = ("head.weight", "head.bias")

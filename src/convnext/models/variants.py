@@ -2,8 +2,8 @@
 
 Sizes from the papers (../shared/reference/paper.md §2-3); the atto..nano V1 sizes are timm's.
 """
+from .convnext import ConvNeXt, ConvNeXtV2
 from .isotropic import ConvNeXtIsotropic
-from .model import ConvNeXt, ConvNeXtV2
 from .registry import register_model
 
 SIZES = {  # name: (depths, dims)

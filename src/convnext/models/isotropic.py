@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
+from .convnext import Block, check_hyperparameters
 from .layers import Classifier, check_input, checkpointed_blocks
-from .model import Block, check_hyperparameters
 
 
 class ConvNeXtIsotropic(Classifier):

@@ -1,0 +1,119 @@
+"""Exact inference rewrites: fold norms and layer scale into the neighbouring linear layers.
+
+    fast = convnext.optimize_for_inference(model)                 # eval-only copy, same logits
+    fast = convnext.optimize_for_inference(model, compile=True)   # + torch.compile with weight freezing
+
+Every fold is algebra, not approximation: LN(x) = x̂·w + b followed by W·(.) + c equals W'·x̂ + c' with
+W' = W·diag(w), c' = c + W·b; layer scale γ after W equals diag(γ)·W; BatchNorm after a conv is a
+per-channel affine map that the conv absorbs (torch.nn.utils.fusion).
+"""
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..models.convnext import Block
+from ..models.layers import GRN, LayerNorm2d
+from ..models.roadmap import Pointwise, RoadmapBlock
+
+
+def _plain_norm(norm: nn.LayerNorm) -> nn.LayerNorm:
+    """The same normalisation without its affine part (which has been folded elsewhere)."""
+    kind = LayerNorm2d if isinstance(norm, LayerNorm2d) else nn.LayerNorm
+    plain = kind(norm.normalized_shape[0], eps=norm.eps)
+    plain.weight, plain.bias = None, None
+    plain.elementwise_affine = False
+    return plain
+
+
+def fold_norm_into_linear(norm: nn.LayerNorm, linear: nn.Linear) -> None:
+    """linear(norm(x)) with the norm's affine moved into the linear layer."""
+    linear.bias.add_(linear.weight @ norm.bias)
+    linear.weight.mul_(norm.weight[None, :])
+
+
+def fold_norm_into_conv(norm: nn.LayerNorm, conv: nn.Conv2d) -> None:
+    """conv(norm(x)) for an unpadded conv (the 2x2/2 downsampling): every output sees the shift alike."""
+    conv.bias.add_((conv.weight * norm.bias[None, :, None, None]).sum(dim=(1, 2, 3)))
+    conv.weight.mul_(norm.weight[None, :, None, None])
+
+
+def fold_scale_into_linear(scale: torch.Tensor, linear: nn.Linear) -> None:
+    """scale * linear(x) as one linear layer."""
+    linear.weight.mul_(scale[:, None])
+    linear.bias.mul_(scale)
+
+
+def fuse_pointwise_bn(layer: Pointwise, bn: nn.BatchNorm2d) -> None:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    layer.weight.mul_(scale[:, None])
+    layer.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
+def _fold_block(block: Block) -> None:
+    fold_norm_into_linear(block.norm, block.pwconv1)
+    block.norm = _plain_norm(block.norm)
+    if block.gamma is not None:
+        fold_scale_into_linear(block.gamma, block.pwconv2)
+        block.gamma = None
+    grn = getattr(block, "grn", None)
+    if isinstance(grn, GRN):  # GRN's additive beta passes straight into pwconv2
+        block.pwconv2.bias.add_(block.pwconv2.weight @ grn.beta.flatten())
+        grn.beta.zero_()
+
+
+def _fuse_batch_norms(block: RoadmapBlock) -> None:
+    for name, norm_name, _ in block.layers:
+        layer, norm = getattr(block, name), getattr(block, norm_name)
+        if not isinstance(norm, nn.BatchNorm2d):
+            continue
+        if isinstance(layer, Pointwise):
+            fuse_pointwise_bn(layer, norm)
+        else:
+            setattr(block, name, fuse_conv_bn_eval(layer, norm))
+        setattr(block, norm_name, nn.Identity())
+    if isinstance(block.shortcut, nn.Sequential) and isinstance(block.shortcut[1], nn.BatchNorm2d):
+        block.shortcut = nn.Sequential(fuse_conv_bn_eval(block.shortcut[0], block.shortcut[1]))
+    if block.gamma is not None and isinstance(getattr(block, block.layers[-1][0]), (nn.Linear, nn.Conv2d)):
+        last = getattr(block, block.layers[-1][0])
+        if isinstance(getattr(block, block.layers[-1][1]), nn.Identity):  # nothing between the layer and γ
+            weight_view = last.weight.view(last.weight.shape[0], -1)
+            weight_view.mul_(block.gamma[:, None])
+            if last.bias is not None:
+                last.bias.mul_(block.gamma)
+            block.gamma = None
+
+
+@torch.no_grad()
+def optimize_for_inference(model: nn.Module, compile: bool = False, channels_last: bool = True) -> nn.Module:
+    """An eval-only copy with exact folds and channels-last weights; optionally compiled.
+
+    Compilation uses Inductor with weight freezing (constants folded into the graph) and
+    `fullgraph=True`, so a graph break is an error rather than a silent slowdown.
+    """
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        if isinstance(module, Block):
+            _fold_block(module)
+        elif isinstance(module, RoadmapBlock):
+            _fuse_batch_norms(module)
+    layers = getattr(model, "downsample_layers", [])
+    for i, layer in enumerate(layers):
+        if i > 0 and isinstance(layer[0], LayerNorm2d) and isinstance(layer[1], nn.Conv2d):
+            fold_norm_into_conv(layer[0], layer[1])
+            layer[0] = _plain_norm(layer[0])
+        elif i == 0 and len(layer) > 1 and isinstance(layer[1], nn.BatchNorm2d):  # a ResNet stem
+            layer[0] = fuse_conv_bn_eval(layer[0], layer[1])
+            layer[1] = nn.Identity()
+    if isinstance(getattr(model, "norm", None), nn.LayerNorm) and isinstance(getattr(model, "head", None), nn.Linear):
+        fold_norm_into_linear(model.norm, model.head)
+        model.norm = _plain_norm(model.norm)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model, fullgraph=True, options={"freezing": True})
+    return model
