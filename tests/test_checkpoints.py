@@ -10,9 +10,8 @@ import torchvision
 from transformers import AutoModelForImageClassification
 
 import convnext
-from conftest import max_abs_diff
 from convnext.cli import main
-from peers import hf_model, logits, timm_model
+from helpers import hf_model, logits, max_abs_diff, perturbed, timm_model
 
 SMALL = ((1, 2, 1, 1), (16, 32, 48, 64))  # a non-standard config
 CASES = {  # id: (our model kwargs, peer builder, peer formats)
@@ -34,14 +33,6 @@ CASES = {  # id: (our model kwargs, peer builder, peer formats)
     }),
 }
 PARAMS = [(case, fmt) for case, (_, peers) in CASES.items() for fmt in peers]
-
-
-def perturbed(model):
-    """Random weights everywhere, layer scale and GRN included (they start at ~0)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    return model
 
 
 def save_peer(peer, fmt, tmp_path):

@@ -10,9 +10,8 @@ from torchvision.models.convnext import CNBlockConfig
 from transformers import AutoModelForImageClassification
 
 import convnext
-from conftest import max_abs_diff
 from convnext.cli import main
-from peers import logits
+from helpers import logits, max_abs_diff, perturbed
 
 NUM_CLASSES = 5
 FAMILIES = {  # family: (model, the formats that hold it)
@@ -27,20 +26,13 @@ TARGETS = ("ours", "official", "timm", "torchvision", "hf")
 DESTINATIONS = {"ours": "ours", "official": "official.pth", "timm": "timm", "torchvision": "torchvision.pth", "hf": "hf"}
 
 
-def perturbed(model):
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     """Each family's model with random weights, saved in our format (which names the model)."""
     made = {}
     for family, (name, _) in FAMILIES.items():
         torch.manual_seed(0)
-        model = perturbed(convnext.create_model(name, num_classes=NUM_CLASSES))
+        model = perturbed(convnext.create_model(name, num_classes=NUM_CLASSES), 0.05).eval()
         path = convnext.save_pretrained(model, tmp_path_factory.mktemp(family)).parent
         made[family] = (model, path)
     return made

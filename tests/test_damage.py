@@ -9,6 +9,7 @@ import torch
 import convnext
 from convnext import CheckpointError
 from convnext.training import run_state
+from helpers import perturbed
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -31,10 +32,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory):
     folder = tmp_path_factory.mktemp("originals")
-    model = convnext.create_model("convnext_test", num_classes=4)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
+    model = perturbed(convnext.create_model("convnext_test", num_classes=4), 0.1)
     ours = convnext.save_pretrained(model, folder / "ours")
     official = convnext.write_checkpoint(model, folder / "official.pth", "official")
     return model.state_dict(), {"ours": ours.read_bytes(), "official": official.read_bytes()}

@@ -8,25 +8,10 @@ import convnext
 from convnext.cli import main
 from convnext.deploy.export import export, load_runner
 from convnext.deploy.inference import optimize_for_inference
+from helpers import randomised, relative_error
 
 FAMILY = ["convnext_test", "convnextv2_test", "convnext_isotropic_test", "roadmap_r50_00_resnet50"]
 
-
-def randomised(name, **kwargs):
-    """Non-trivial weights everywhere: layer scale, GRN, norm affines and BatchNorm statistics."""
-    model = convnext.create_model(name, **kwargs).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
-
-
-def relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.mark.parametrize("name", FAMILY + ["roadmap_r50_07_move_up_dwconv", "roadmap_r50_13_separate_downsampling"])

@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import convnext
-from conftest import max_abs_diff
 from convnext.models import kernels
+from helpers import max_abs_diff
 
 
 @pytest.fixture(params=[True, False], ids=["onednn", "gpu-path"])

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convnext
-from conftest import max_abs_diff
+from helpers import max_abs_diff
 
 EXACT_PARAMS = {  # the paper's Table / official README
     "convnext_tiny": 28_589_128,

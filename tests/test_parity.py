@@ -3,9 +3,8 @@ import pytest
 import torch
 
 import convnext
-from conftest import max_abs_diff
 from convnext.checkpoints.convert import from_format, to_format
-from peers import hf_model, logits, timm_model, torchvision_model
+from helpers import hf_model, logits, max_abs_diff, timm_model, torchvision_model
 
 TINY = ((3, 3, 9, 3), (96, 192, 384, 768))
 

@@ -10,6 +10,7 @@ from transformers import pipeline
 
 import convnext
 from convnext.cli import main
+from helpers import perturbed
 
 CLASSES = ["ant", "bee", "cat", "dog", "eel"]
 
@@ -23,10 +24,7 @@ def smooth_image(path):
 
 def test_same_top1_from_convnext_predict_transformers_pipeline_and_timm(tmp_path, capsys):
     torch.manual_seed(1)
-    model = convnext.create_model("convnext_atto", num_classes=len(CLASSES))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = perturbed(convnext.create_model("convnext_atto", num_classes=len(CLASSES)), 0.05)
     model.class_names = CLASSES
     model.data_config = {"mean": (0.5, 0.4, 0.3), "std": (0.2, 0.25, 0.3), "input_size": 64, "crop_pct": 0.875}
     convnext.save_pretrained(model, tmp_path / "ours")
