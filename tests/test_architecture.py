@@ -91,3 +91,23 @@ def test_the_checker_sees_an_upward_import():
             test_no_import_cycles()
     finally:
         GRAPH["convnext.models.registry"].discard("convnext.checkpoints.hub")
+
+
+def test_public_api_is_unchanged_by_the_move():
+    assert set(convnext.__all__) == {
+        "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone", "create_model", "list_models",
+        "count_params", "count_macs", "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint",
+        "write_checkpoint", "detect_format", "CheckpointError", "optimize_for_inference"}
+
+
+@pytest.mark.parametrize("old,new,name", [("convnext.model", "convnext.models.convnext", "ConvNeXt"),
+                                          ("convnext.inference", "convnext.deploy.inference", "optimize_for_inference"),
+                                          ("convnext.convert", "convnext.checkpoints.convert", "detect_format")])
+def test_old_module_paths_still_import_and_say_where_the_code_went(old, new, name):
+    import importlib
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), name)
