@@ -72,8 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        f"{getattr(RECIPES['in1k'], f.name)} in1k)")
 
 
-def _flag(name: str) -> str:
-    return f"--{name.replace('_', '-')}" if name in {f.name for f in fields(Recipe)} else name
+def _as_flags(message: str) -> str:
+    """"warmup_epochs must be ≤ epochs" -> "--warmup-epochs must be ≤ --epochs": the names the user typed."""
+    names = {f.name for f in fields(Recipe)}
+    return re.sub(r"\w+", lambda m: f"--{m[0].replace('_', '-')}" if m[0] in names else m[0], message)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             recipe = RECIPES[args.recipe].update(**overrides)
         except ValueError as error:  # a combination of fields (warm-up longer than the run): name the flags
-            raise ValueError(re.sub(r"\b(\w+_\w+|epochs)\b", lambda m: _flag(m[1]), str(error))) from None
+            raise ValueError(_as_flags(str(error))) from None
         if "model" not in overrides and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
         config = RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
