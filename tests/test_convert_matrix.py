@@ -43,7 +43,7 @@ def torchvision_model(name: str, model):
         return torchvision.models.resnet50(num_classes=NUM_CLASSES)
     if name.startswith("roadmap_r50_13"):
         return torchvision.models.convnext_tiny(num_classes=NUM_CLASSES)
-    depths, dims = convnext.checkpoints.files.stage_shape(model.state_dict())
+    depths, dims = convnext.checkpoints.peer_configs.stage_shape(model.state_dict())
     blocks = [CNBlockConfig(i, o, d) for i, o, d in zip(dims, (*dims[1:], None), depths)]
     return torchvision.models.convnext.ConvNeXt(blocks, num_classes=NUM_CLASSES)
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..checkpoints.convert import architecture, to_format
-from ..checkpoints.files import hf_config, timm_uses_conv_mlp
+from ..checkpoints.peer_configs import hf_config, timm_uses_conv_mlp
 
 
 class LogitsOnly(nn.Module):
