@@ -8,6 +8,7 @@ import torchvision
 import convnext
 from convnext.cli import main
 from convnext.models.roadmap import R50, R200, STEPS
+from convnext.training.recipes import RECIPES
 from helpers import max_abs_diff
 
 # Table 10 prints 4.46 GFLOPs for "BN -> LN", but swapping a norm adds no multiply-accumulates: Table 11's
@@ -116,6 +117,10 @@ def test_roadmap_train_end_to_end_and_resumable(tmp_path, capsys):
     rows = (tmp_path / "roadmap.csv").read_text().splitlines()
     assert rows[0].startswith("name,change,params,gmacs,paper_top1,paper_gflops,top1") and len(rows) == 3
     assert (tmp_path / "roadmap.png").stat().st_size > 0
+    # Every step gets the one roadmap recipe (lr 1e-3: at the small preset's 4e-3 step 11 diverges).
+    for step in ("roadmap_r50_02_stage_ratio", "roadmap_r50_13_separate_downsampling"):
+        recipe = json.loads((tmp_path / step / "config.json").read_text())["recipe"]
+        assert recipe["lr"] == RECIPES["roadmap"].lr == 1e-3 and recipe["model"] == step
     assert main(args) == 0  # finished steps are not retrained
     assert capsys.readouterr().out.count("already trained") == 2
 
