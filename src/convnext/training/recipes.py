@@ -12,36 +12,38 @@ DROP_RATE = Range(float, low=0, high=1, high_open=True)
 DECAY = Range(float, low=0, high=1, low_open=True, high_open=True)
 
 
+def option(default, help: str, valid: Range | None = None):
+    """A recipe field: its default, the help its flag shows, and the range of valid values."""
+    return field(default=default, metadata={"help": help, **({"range": valid} if valid else {})})
+
+
 @dataclass(frozen=True)
 class Recipe:
-    model: str = field(default="convnext_tiny",
-                                     metadata={"help": "model name (any registered, roadmap steps included)"})
-    epochs: int = field(default=300, metadata={"range": COUNT, "help": "training epochs"})
-    batch_size: int = field(default=128, metadata={"range": COUNT, "help": "images per process per step"})
-    lr: float = field(default=4e-3,
-                                     metadata={"range": POSITIVE, "help": "peak learning rate at lr_base_batch, scaled linearly to the effective batch"})
-    lr_base_batch: int = field(default=4096, metadata={"range": COUNT, "help": "the batch size --lr is given for"})
-    min_lr: float = field(default=1e-6, metadata={"range": NON_NEGATIVE, "help": "learning rate at the end of the cosine"})
-    warmup_epochs: float = field(default=20, metadata={"range": NON_NEGATIVE, "help": "linear warm-up, per iteration"})
-    weight_decay: float = field(default=0.05, metadata={"range": NON_NEGATIVE, "help": "never on biases, norms, layer scale or GRN"})
-    layer_decay: float | None = field(default=None, metadata={"range": SHARE, "help": "layer-wise lr decay (fine-tuning); None: off"})
-    label_smoothing: float = field(default=0.1, metadata={"range": PROBABILITY, "help": "label smoothing"})
-    mixup: float = field(default=0.8, metadata={"range": NON_NEGATIVE, "help": "MixUp alpha; 0 disables"})
-    cutmix: float = field(default=1.0,
-                                     metadata={"range": NON_NEGATIVE, "help": "CutMix alpha; 0 disables (with both on, each batch picks one at random)"})
-    randaugment: int | None = field(default=9, metadata={"range": MAGNITUDE, "help": "RandAugment magnitude (2 ops); None disables"})
-    reprob: float = field(default=0.25, metadata={"range": PROBABILITY, "help": "random erasing probability"})
-    hflip: float = field(default=0.5, metadata={"range": PROBABILITY, "help": "horizontal flip probability"})
-    min_crop_scale: float = field(default=0.08,
-                                     metadata={"range": SHARE, "help": "RandomResizedCrop keeps at least this share of the image"})
-    drop_path: float = field(default=0.1, metadata={"range": DROP_RATE, "help": "stochastic depth rate at the last block"})
-    layer_scale: float = field(default=1e-6, metadata={"range": NON_NEGATIVE, "help": "layer scale init value (0: none)"})
-    head_init_scale: float = field(default=1.0, metadata={"range": POSITIVE, "help": "head weight scale at init (0.001 to fine-tune)"})
-    ema_decay: float | None = field(default=0.9999, metadata={"range": DECAY, "help": "None: no EMA"})
-    clip_grad: float | None = field(default=None, metadata={"range": POSITIVE, "help": "max gradient norm"})
-    accum_steps: int = field(default=1, metadata={"range": COUNT, "help": "gradient accumulation steps"})
-    input_size: int | None = field(default=224, metadata={"range": COUNT, "help": "None: fit the data (small images stay small)"})
-    crop_pct: float = field(default=0.875, metadata={"range": SHARE, "help": "eval: resize to input_size / crop_pct, then centre-crop"})
+    model: str = option("convnext_tiny", "model name (any registered, roadmap steps included)")
+    epochs: int = option(300, "training epochs", COUNT)
+    batch_size: int = option(128, "images per process per step", COUNT)
+    lr: float = option(4e-3, "peak learning rate at lr_base_batch, scaled linearly to the effective batch", POSITIVE)
+    lr_base_batch: int = option(4096, "the batch size --lr is given for", COUNT)
+    min_lr: float = option(1e-6, "learning rate at the end of the cosine", NON_NEGATIVE)
+    warmup_epochs: float = option(20, "linear warm-up, per iteration", NON_NEGATIVE)
+    weight_decay: float = option(0.05, "never on biases, norms, layer scale or GRN", NON_NEGATIVE)
+    layer_decay: float | None = option(None, "layer-wise lr decay (fine-tuning); None: off", SHARE)
+    label_smoothing: float = option(0.1, "label smoothing", PROBABILITY)
+    mixup: float = option(0.8, "MixUp alpha; 0 disables", NON_NEGATIVE)
+    cutmix: float = option(
+        1.0, "CutMix alpha; 0 disables (with both on, each batch picks one at random)", NON_NEGATIVE)
+    randaugment: int | None = option(9, "RandAugment magnitude (2 ops); None disables", MAGNITUDE)
+    reprob: float = option(0.25, "random erasing probability", PROBABILITY)
+    hflip: float = option(0.5, "horizontal flip probability", PROBABILITY)
+    min_crop_scale: float = option(0.08, "RandomResizedCrop keeps at least this share of the image", SHARE)
+    drop_path: float = option(0.1, "stochastic depth rate at the last block", DROP_RATE)
+    layer_scale: float = option(1e-6, "layer scale init value (0: none)", NON_NEGATIVE)
+    head_init_scale: float = option(1.0, "head weight scale at init (0.001 to fine-tune)", POSITIVE)
+    ema_decay: float | None = option(0.9999, "None: no EMA", DECAY)
+    clip_grad: float | None = option(None, "max gradient norm", POSITIVE)
+    accum_steps: int = option(1, "gradient accumulation steps", COUNT)
+    input_size: int | None = option(224, "None: fit the data (small images stay small)", COUNT)
+    crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
 
     def __post_init__(self):
         """Refuse a value outside its field's range (and a warm-up longer than the run) at once."""
