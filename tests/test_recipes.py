@@ -85,3 +85,18 @@ def test_finetune_from_any_format_and_from_pretrained(tmp_path, capsys, monkeypa
     monkeypatch.setitem(hub.PRETRAINED, "convnext_test", {"in1k": hub.Weights((tmp_path / "published.pth").as_uri())})
     assert main([*args, "--pretrained", "--output-dir", str(tmp_path / "c")]) == 0
     assert (tmp_path / "cache" / "published.pth").is_file()
+
+
+def test_recipe_values_outside_their_range_are_refused():
+    with pytest.raises(ValueError, match="epochs must be ≥ 1, got -1"):
+        RECIPES["small"].update(epochs=-1)
+    with pytest.raises(ValueError, match="warmup_epochs must be ≤ epochs"):
+        RECIPES["small"].update(epochs=3, warmup_epochs=5)
+    with pytest.raises(ValueError, match="drop_path must be in"):
+        RECIPES["in1k"].update(drop_path=1.0)
+
+
+def test_a_run_shorter_than_the_preset_warmup_keeps_its_share():
+    small = RECIPES["small"]  # 2 warm-up epochs of 40
+    assert small.update(epochs=1).warmup_epochs == small.warmup_epochs / small.epochs
+    assert small.update(epochs=4).warmup_epochs == small.warmup_epochs  # long enough: unchanged
