@@ -27,14 +27,14 @@ def test_depthwise_conv_gradients(monkeypatch, onednn, size):
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_gelu_pointwise_gradients(onednn, channels_last):
+def test_gelu_then_pointwise_gradients(onednn, channels_last):
     h = torch.randn(2, 8, 5, 5, dtype=torch.double)
     h = h.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     weight = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
     bias = torch.randn(3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(kernels.gelu_pointwise, (h.requires_grad_(), weight, bias))
+    assert torch.autograd.gradcheck(kernels.gelu_then_pointwise, (h.requires_grad_(), weight, bias))
     reference = F.conv2d(F.gelu(h), weight[:, :, None, None], bias)
-    assert max_abs_diff(kernels.gelu_pointwise(h, weight, bias), reference) < 1e-12
+    assert max_abs_diff(kernels.gelu_then_pointwise(h, weight, bias), reference) < 1e-12
 
 
 @pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test", "convnext_isotropic_test"])

@@ -2,11 +2,13 @@
 
     convnext bench                                   # ConvNeXt-T, batch 16, 224², CPU
     convnext bench --compile --json bench.json --plot bench.png
+    convnext bench --amp bf16                        # CPUs with AVX512-BF16 or AMX; the peers under autocast
     convnext bench --device cuda --amp bf16 --batch-size 128
     convnext bench --model convnext_test --input-size 64 --rounds 1 --iters 1 --no-memory   # seconds
 
 Reports inference img/s, batch-1 latency, training-step img/s (forward + backward + AdamW), peak
-training memory, ratios to the fastest peer and the share of a measured fp32 matmul peak.
+training memory, ratios to the fastest peer and the share of a measured matmul peak in the run's
+precision, under a line naming the machine (CPU model, threads, AVX-512 / AVX512-BF16 / AMX).
 """
 import argparse
 
@@ -16,6 +18,7 @@ from ..deploy import bench
 from ..deploy.peers import PEERS
 from ..models.registry import create_model
 from ..training.ranges import COUNT, INPUT_SIZE
+from .common import add_amp_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=COUNT.parse, default=16)
     parser.add_argument("--input-size", type=INPUT_SIZE.parse, default=224)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast dtype (CUDA)")
+    add_amp_argument(parser)
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated; 'none' for ours only")
     parser.add_argument("--rounds", type=COUNT.parse, default=3)
     parser.add_argument("--iters", type=COUNT.parse, default=2, help="timed calls per measurement")

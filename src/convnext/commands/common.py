@@ -5,6 +5,7 @@ import torch
 
 from ..checkpoints.hub import create_model
 from ..checkpoints.weights import load_pretrained, load_weights
+from ..models.hardware import AMP_DTYPES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +13,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, with --pretrained (or to pin the variant of --weights)")
     parser.add_argument("--pretrained", nargs="?", const=True, help="published weights for --model [TAG]")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+
+
+def add_amp_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--amp", choices=tuple(AMP_DTYPES),
+                        help="mixed precision autocast: bf16 on CUDA and on CPUs with AVX512-BF16 or AMX "
+                             "(elsewhere it says so and runs float32); fp16 on CUDA")
 
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:

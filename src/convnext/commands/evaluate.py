@@ -2,7 +2,7 @@
 
     convnext eval --weights runs/convnext_atto-20260101-120000
     convnext eval --weights model.safetensors --data ~/flowers --json
-    convnext eval --model convnext_tiny --pretrained --data /imagenet
+    convnext eval --model convnext_tiny --pretrained --data /imagenet --amp bf16
 """
 import argparse
 import json
@@ -13,15 +13,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..models.hardware import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
 from ..training.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
-from .common import add_model_arguments, load_model
+from .common import add_amp_argument, add_model_arguments, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_amp_argument(parser)
     parser.add_argument("--data", default="digits", help='"digits" (its test split) or an ImageFolder path')
     parser.add_argument("--batch-size", type=COUNT.parse, default=64)
     parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--input-size must be ≥ {model.min_input_size} for this model, got {args.input_size}")
     data = build_eval_data(args.data, model, args.input_size, args.crop_pct)
     loader = DataLoader(data.dataset, args.batch_size, num_workers=args.workers)
-    metrics = evaluate(model, loader, model.num_classes, context=_context(args.device))
+    metrics = evaluate(model, loader, model.num_classes, context=_context(args.device),
+                       autocast_dtype=amp_dtype(args.amp, args.device))
     out = Path(args.output_dir or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     names = data.class_names

@@ -2,6 +2,7 @@
 
     convnext predict --weights runs/convnext_atto-20260101-120000 digit.png
     convnext predict --model convnext_tiny --pretrained photos/ 'more/*.jpg' --top-k 3 --json
+    convnext predict --weights runs/convnext_atto-20260101-120000 --amp bf16 digits/
     convnext predict --weights model.onnx --backend onnxruntime photos/
 
 A file that is not a readable image is reported on stderr and skipped.
@@ -17,13 +18,15 @@ from PIL import Image
 
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from ..checkpoints.preprocessing import eval_transform
+from ..models.hardware import amp_dtype
 from ..training.data import IMAGE_EXTENSIONS
 from ..training.ranges import COUNT
-from .common import add_model_arguments, load_model
+from .common import add_amp_argument, add_model_arguments, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_amp_argument(parser)
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
     parser.add_argument("--top-k", type=COUNT.parse, default=5)
     parser.add_argument("--batch-size", type=COUNT.parse, default=16)
@@ -65,6 +68,7 @@ class TorchPredictor:
     def __init__(self, args):
         self.model = load_model(args)
         self.device = args.device
+        self.autocast = amp_dtype(args.amp, args.device)
         config = getattr(self.model, "data_config", None) or {}
         self.in_chans, self.class_names = self.model.in_chans, getattr(self.model, "class_names", None)
         self.transform = eval_transform(config.get("input_size", 224), config.get("mean", IMAGENET_MEAN),
@@ -72,10 +76,15 @@ class TorchPredictor:
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch.to(self.device)).float().softmax(dim=1).cpu()
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.model(batch.to(self.device))
+        return logits.float().softmax(dim=1).cpu()
 
 
 def predictor(args):
+    if args.backend == "onnxruntime" and args.amp:
+        raise ValueError("--amp is for the torch backend; an ONNX file runs in the precision it was exported in")
     if args.backend == "onnxruntime":
         from ..deploy.export import OnnxPredictor
 

@@ -22,6 +22,7 @@ from dataclasses import fields
 from ..training.ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..training.recipes import RECIPES, Recipe
 from ..training.trainer import RunConfig, resume, train
+from .common import add_amp_argument
 
 
 HELD_OUT = Range(float, low=0, high=1, low_open=True, high_open=True)
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0, help="data-loading processes")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision autocast (use on CUDA)")
+    add_amp_argument(parser)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.counting import count_macs
+from ..models.hardware import amp_dtype, describe
 from ..models.registry import create_model
 from .inference import optimize_for_inference
 from .peers import PEERS
@@ -40,13 +41,15 @@ def build_model(spec: dict) -> nn.Module:
 
 
 def contenders(model_name: str, peers: list[str], compile: bool, onnx: bool, grad_checkpointing: bool,
-               device: torch.device, size: int) -> list[Contender]:
+               device: torch.device, size: int, dtype: torch.dtype | None = None) -> list[Contender]:
     ours = create_model(model_name).eval()
     found = [Contender("convnext eager", ours, True, True, {"impl": "ours", "model": model_name})]
     if grad_checkpointing:
         found.append(Contender("convnext eager +grad-ckpt", ours, True, True,
                                {"impl": "ours", "model": model_name, "grad_checkpointing": True}))
     found.append(Contender("convnext optimized", optimize_for_inference(ours), True, False))
+    if dtype == torch.bfloat16:  # weights and activations in bf16, not only autocast's matmuls
+        found.append(Contender("convnext optimized bf16", optimize_for_inference(ours, dtype=dtype), True, False))
     if compile:
         found.append(Contender("convnext optimized+compile", optimize_for_inference(ours, compile=True), True, False))
     if onnx and device.type == "cpu":
@@ -94,16 +97,16 @@ def _timed(fn, iters: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def matmul_peak_gflops(device: torch.device, n: int | None = None) -> float:
-    """Measured fp32 matrix-multiply throughput: the ceiling convolution-heavy models are compared to.
+def matmul_peak_gflops(device: torch.device, n: int | None = None, dtype: torch.dtype = torch.float32) -> float:
+    """Measured matrix-multiply throughput in `dtype`: the ceiling convolution-heavy models are compared to.
 
     The faster of `torch.mm` and the same (n, n) x (n, n) product as a 1x1 convolution, since PyTorch
     routes the two through different libraries (BLAS and oneDNN on CPUs, cuBLAS and cuDNN on GPUs)
     and either may be the faster on a given machine.
     """
     n = n or (8192 if device.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    image = torch.randn(1, n, n // 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    image = torch.randn(1, n, n // 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     kernel = b[:, :, None, None]  # n positions of n channels, times an (n, n) weight
     candidates = (lambda: a @ b, lambda: F.conv2d(image, kernel))
     seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
@@ -165,9 +168,10 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
         memory: bool = True, compile: bool = False, onnx: bool = True, grad_checkpointing: bool = True,
         amp: str | None = None, say=print) -> dict:
     device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = amp_dtype(amp, device, say)  # None (float32) where the device has no hardware for it
+    amp = amp if dtype is not None else None
     peers = list(PEERS) if peers is None else peers
-    found = contenders(model_name, peers, compile, onnx, grad_checkpointing, device, size)
+    found = contenders(model_name, peers, compile, onnx, grad_checkpointing, device, size, dtype)
     channels_last = device.type == "cuda"
     for c in found:
         if isinstance(c.model, nn.Module):
@@ -210,6 +214,7 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
     with torch.device("meta"):
         macs = count_macs(create_model(model_name), size)
     peak = matmul_peak_gflops(device)
+    low_peak = matmul_peak_gflops(device, dtype=dtype) if dtype is not None else None
     rows = []
     for c in found:
         t = times[c.name]
@@ -223,9 +228,10 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
                 row["train_peak_mb"] = _peak_memory(c, x, train_step, device, batch, size)
         rows.append(row)
     _add_ratios(rows)
-    return {"model": model_name, "batch": batch, "input_size": size, "device": _device_name(device),
+    return {"model": model_name, "batch": batch, "input_size": size, "device": describe(device),
             "amp": amp, "threads": torch.get_num_threads(), "rounds": rounds, "iters": iters,
-            "macs": macs, "matmul_peak_gflops": peak, "torch": torch.__version__, "results": rows}
+            "macs": macs, "matmul_peak_gflops": peak, "low_precision_peak_gflops": low_peak,
+            "torch": torch.__version__, "results": rows}
 
 
 def _peak_memory(c: Contender, x, train_step, device: torch.device, batch: int, size: int) -> float:
@@ -250,21 +256,14 @@ def _add_ratios(rows: list[dict]) -> None:
             r["memory_vs_lowest_peer"] = r["train_peak_mb"] / lowest
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
-    except OSError:
-        model = "CPU"
-    return f"{model}, {torch.get_num_threads()} threads"
-
-
 def table(report: dict) -> str:
+    """The report as text; "% peak" is against the matmul peak in the run's precision."""
     peak = report["matmul_peak_gflops"]
+    low_peak = report.get("low_precision_peak_gflops")
+    peaks = f"fp32 matmul peak {peak:.0f} GFLOP/s" + (f", {report['amp']} {low_peak:.0f}" if low_peak else "")
+    peak = low_peak or peak
     lines = [f"{report['model']}, batch {report['batch']}, {report['input_size']}², {report['device']}, "
-             f"amp {report['amp'] or 'off (fp32)'}; fp32 matmul peak {peak:.0f} GFLOP/s",
+             f"amp {report['amp'] or 'off (fp32)'}; {peaks}",
              f"{'implementation':<28} {'infer img/s':>11} {'x peer':>6} {'b=1 ms':>7} {'% peak':>6} "
              f"{'train img/s':>11} {'x peer':>6} {'train MB':>8} {'x peer':>6}"]
     for r in report["results"]:

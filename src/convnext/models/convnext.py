@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .kernels import depthwise_conv, gelu_pointwise, pointwise
+from .kernels import depthwise_conv, gelu_then_pointwise, pointwise, pointwise_then_gelu, residual_by_chunks
 from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks
 
 
@@ -18,11 +18,12 @@ class Block(nn.Module):
     """dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> layer scale -> drop path -> +x.
 
     Like the official code the pointwise layers hold Linear weights; they run on the channels-last
-    (N, C, H, W) stream through `pointwise` (oneDNN 1x1 convs on CPUs, cuBLAS GEMMs on GPUs). Exact
-    rewrites save time and memory: layer scale is applied to pwconv2's (C, 4C) weight instead of the
-    activation; GELU is recomputed in the backward pass instead of stored (`gelu_pointwise`); the
-    depthwise conv has a faster backward pass (`depthwise_conv`); and the residual sum and, without
-    autograd, GELU reuse their input buffers.
+    (N, C, H, W) stream through `pointwise` (oneDNN 1x1 convs or BLAS GEMMs on CPUs, whichever the
+    machine runs faster; cuBLAS GEMMs on GPUs). Exact rewrites save time and memory: layer scale is
+    applied to pwconv2's (C, 4C) weight instead of the activation; GELU is recomputed in the backward
+    pass instead of stored (`gelu_then_pointwise`); the depthwise conv has a faster backward pass
+    (`depthwise_conv`); the residual sum reuses a buffer; and without autograd GELU runs fused into
+    pwconv1 or in place, and the block may run over cache-sized batch chunks (`residual_by_chunks`).
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -30,7 +31,7 @@ class Block(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()  # applied through gelu_pointwise; kept so the structure reads as the paper's
+        self.act = nn.GELU()  # applied through the kernels; kept so the structure reads as the paper's
         self.pwconv2 = nn.Linear(4 * dim, dim)
         # A zero init value means "no layer scale": no parameter at all, as in the official files.
         self.gamma = (
@@ -38,11 +39,10 @@ class Block(nn.Module):
         )
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
-    def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """dwconv -> LN -> pwconv1: (N, C, H, W) -> (N, 4C, H, W), before the activation."""
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """dwconv -> LN on the (N, C, H, W) stream: the spatial mixing and its norm."""
         x = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.norm(x).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        return pointwise(x, self.pwconv1.weight, self.pwconv1.bias)
+        return self.norm(x).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     def project_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """pwconv2's weight and bias with layer scale folded in: diag(γ)·(W x + b)."""
@@ -51,14 +51,19 @@ class Block(nn.Module):
         return self.pwconv2.weight * self.gamma[:, None], self.pwconv2.bias * self.gamma
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return gelu_pointwise(self.expand(x), *self.project_weights())
+        x = self.mix(x)
+        if torch.is_grad_enabled():
+            return gelu_then_pointwise(pointwise(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
+        return pointwise(pointwise_then_gelu(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():  # inference: whole batch or cache-sized chunks, as measured
+            return residual_by_chunks(lambda part: self.drop_path(self.branch(part)), x, self.pwconv1.out_features)
         out = self.drop_path(self.branch(x))
         # The sum goes into the branch's output when autograd allows it (a fresh tensor nothing saved),
         # one activation-sized buffer less per block; not under autocast, where out is bf16 and the
         # sum must stay in x's float32.
-        in_place = out.dtype == x.dtype and (out._base is None or not torch.is_grad_enabled())
+        in_place = out.dtype == x.dtype and out._base is None
         return out.add_(x) if in_place else x + out
 
 
@@ -70,13 +75,9 @@ class BlockV2(Block):
         self.grn = GRN(4 * dim)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.grn(gelu(self.expand(x)).permute(0, 2, 3, 1))  # GRN on (N, H, W, 4C)
+        x = pointwise_then_gelu(self.mix(x), self.pwconv1.weight, self.pwconv1.bias)
+        x = self.grn(x.permute(0, 2, 3, 1))  # GRN on (N, H, W, 4C)
         return pointwise(x.permute(0, 3, 1, 2), self.pwconv2.weight, self.pwconv2.bias)  # back to (N, 4C, H, W)
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU; in place when autograd is off, which saves allocating a 4C-wide activation."""
-    return F.gelu(x) if torch.is_grad_enabled() else torch.ops.aten.gelu_(x)
 
 
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:

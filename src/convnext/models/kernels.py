@@ -1,12 +1,18 @@
-"""The block's hand-written fast paths: pointwise layers, GELU recomputation, a depthwise-conv backward.
+"""The block's hand-written fast paths: pointwise layers, GELU recomputation, a depthwise-conv backward,
+and cache-sized batch chunks for inference.
 
-Each computes exactly what the plain PyTorch layers would (tests/test_kernels.py checks them against
-autograd in float64, tests/test_parity.py against timm's gradients); docs/performance.md has the
-measurements that chose them.
+Each computes exactly what the plain PyTorch layers would (tests/test_kernels.py checks every path
+against autograd in float64, tests/test_parity.py against timm's gradients and logits). Where the
+fastest of several exact ways depends on the CPU, `autotune` measures them on the machine and shape at
+hand; docs/performance.md has the measurements.
 """
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import autotune
 
 
 def on_onednn(x: torch.Tensor) -> bool:
@@ -14,17 +20,92 @@ def on_onednn(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    kind = x.device.type
+    if kind not in ("cpu", "cuda"):  # meta tensors (MAC counting) have no autocast state
+        return None
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
+def _as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.conv2d(x, weight[:, :, None, None], bias)  # oneDNN on CPUs
+
+
+def _as_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)  # through (N, H, W, C): BLAS, cuBLAS
+
+
+def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """gelu(1x1 conv) as one oneDNN primitive (the kernel Inductor fuses to): no separate GELU pass.
+    The op has no autocast rule, so the cast autocast would make is made here.
+    """
+    dtype = _autocast_dtype(x) or x.dtype
+    weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    return torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight[:, :, None, None], bias, [0, 0], [1, 1],
+                                                   [1, 1], 1, "gelu", [], "none")
+
+
+def _plain_gelu(layer):
+    return lambda x, weight, bias: torch.ops.aten.gelu_(layer(x, weight, bias))
+
+
+POINTWISE = {"conv": _as_conv, "linear": _as_linear}
+POINTWISE_GELU = {"conv": _plain_gelu(_as_conv), "linear": _plain_gelu(_as_linear)}
+if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+    POINTWISE_GELU["fused"] = _fused_gelu_conv
+
+
+def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool):
+    """One timed call of `layer`: forward only, or forward and backward as a training step runs it."""
+    if not training:
+        return lambda: layer(x, weight, bias)
+    leaves = [t.detach().requires_grad_() if t is not None else None for t in (x, weight, bias)]
+    grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=_autocast_dtype(x) or x.dtype)
+
+    def step():
+        with torch.enable_grad():
+            layer(*leaves).backward(grad.contiguous(memory_format=torch.channels_last))
+    return step
+
+
+def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  training: bool) -> str:
+    n, c, h, w = x.shape
+    key = (str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], training)
+    names = tuple(table)
+    return autotune.choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
+
+
+def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
+    """"conv" (oneDNN) or "linear" (BLAS) for these shapes on this CPU; "linear" (cuBLAS) elsewhere."""
+    if not on_onednn(x):
+        return "linear"
+    return _choose_layer("pointwise", POINTWISE, x, weight, bias, training)
+
+
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A Linear layer's (out, in) weight applied at every position of a channels-last (N, C, H, W) tensor.
 
-    On CPUs it runs as a 1x1 convolution, which oneDNN computes as the same fp32 GEMM about twice as
-    fast as the BLAS behind `F.linear` on the 2-core AMD EPYC we measured (440 against 200 GFLOP/s for
-    ConvNeXt-T's shapes, same results to float rounding). Elsewhere it is `F.linear` on the
-    (N, H, W, C) view, which cuBLAS runs well.
+    On CPUs it runs as a oneDNN 1x1 convolution or a BLAS GEMM, whichever measures faster for the
+    shape (oneDNN was twice as fast on one AMD EPYC, level on a Zen 4 and on an Intel Xeon); on GPUs
+    it is `F.linear` on the (N, H, W, C) view, which cuBLAS runs well.
     """
-    if on_onednn(x):
-        return F.conv2d(x, weight[:, :, None, None], bias)
-    return F.linear(x.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)  # through (N, H, W, C)
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return POINTWISE[pointwise_backend(x, weight, bias, training)](x, weight, bias)
+
+
+def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """gelu(pointwise(x)), exact GELU. Without autograd on CPUs, the fastest of GELU fused into oneDNN's
+    1x1 convolution, or conv or GEMM followed by an in-place GELU (no 4C-wide buffer for the activation).
+    """
+    if torch.is_grad_enabled():
+        return F.gelu(pointwise(x, weight, bias))
+    if not on_onednn(x):
+        return POINTWISE_GELU["linear"](x, weight, bias)
+    table = POINTWISE_GELU
+    if (_autocast_dtype(x) or x.dtype) not in (torch.float32, torch.bfloat16):  # oneDNN fuses these two only
+        table = {name: layer for name, layer in table.items() if name != "fused"}
+    return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
 
 
 def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int, groups: int,
@@ -37,9 +118,9 @@ def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pa
 
 
 def pointwise_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, input_grad: bool,
-                       weight_grad: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                       weight_grad: bool, backend: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The gradients of `pointwise(x, weight, bias)` with respect to x and the (out, in) weight."""
-    if on_onednn(x):
+    if backend == "conv":
         grad_x, grad_weight = _conv_backward(grad, x, weight[:, :, None, None], 0, 1, (input_grad, weight_grad))
         return grad_x, None if grad_weight is None else grad_weight.flatten(1)
     flat_grad = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])  # (N*H*W, out)
@@ -56,17 +137,18 @@ class _GeluPointwise(torch.autograd.Function):
     """pointwise(gelu(h), W, b) that saves only h and recomputes gelu(h) in the backward pass."""
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str) -> torch.Tensor:
         ctx.save_for_backward(h, weight)
-        return pointwise(F.gelu(h), weight, bias)
+        ctx.backend = backend
+        return POINTWISE[backend](F.gelu(h), weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         h, weight = ctx.saved_tensors
-        wants_h, wants_weight, wants_bias = ctx.needs_input_grad
+        wants_h, wants_weight, wants_bias, _ = ctx.needs_input_grad
         activation = F.gelu(h).to(grad.dtype)  # under autocast h and grad are low precision, weight is not
         grad_activation, grad_weight = pointwise_backward(
-            grad, activation, weight.to(grad.dtype), wants_h, wants_weight
+            grad, activation, weight.to(grad.dtype), wants_h, wants_weight, ctx.backend
         )
         del activation  # free it before the input gradient is computed
         grad_h = grad_bias = None
@@ -79,17 +161,18 @@ class _GeluPointwise(torch.autograd.Function):
             # fault in, which costs as much as computing it.
             gelu_backward = torch.ops.aten.gelu_backward.grad_input
             grad_h = gelu_backward(grad_activation, h.to(grad.dtype), grad_input=grad_activation).to(h.dtype)
-        return grad_h, grad_weight, grad_bias
+        return grad_h, grad_weight, grad_bias, None
 
 
-def gelu_pointwise(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def gelu_then_pointwise(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """pointwise(gelu(h)), exact. With autograd it keeps only h for the backward pass and recomputes
     gelu(h) there: one 4C-wide activation per block less to store (about a third of a ConvNeXt's
     activation memory), and faster on CPUs, where allocating it costs more than the recomputation.
     Without autograd GELU runs in place.
     """
     if torch.is_grad_enabled():
-        return _GeluPointwise.apply(h, weight, bias)
+        training = h.requires_grad or weight.requires_grad
+        return _GeluPointwise.apply(h, weight, bias, pointwise_backend(h, weight, bias, training))
     return pointwise(torch.ops.aten.gelu_(h), weight, bias)
 
 
@@ -122,19 +205,8 @@ class _DepthwiseConv(torch.autograd.Function):
 _WEIGHT_GRAD_CHUNK = 2**19
 
 
-def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """dL/dweight of a stride-1 "same" depthwise conv: per channel, the correlation of the padded input
-    with the output gradient, summed over the batch.
-
-    On CPUs we compute it as a depthwise conv itself, one group per (sample, channel) plane with the
-    gradient plane as the kernel, over batch chunks: 2-18x faster than oneDNN's depthwise backward for
-    ConvNeXt-T's four stages (fp32, batch 16; measured on a 2-core EPYC). Not for planes no larger than
-    the padding (stage 4 of a 32x32 input), where oneDNN has only a slow generic kernel for that conv;
-    nor off CPUs, where cuDNN's own is used.
-    """
-    channels, k = x.shape[1], weight.shape[-1]
-    if not on_onednn(x) or min(x.shape[-2:]) <= k // 2:
-        return _conv_backward(grad, x, weight, k // 2, channels, (False, True))[1]
+def _weight_grad_by_planes(x: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
+    channels = x.shape[1]
     total = x.new_zeros(channels, k, k)
     per_chunk = max(1, _WEIGHT_GRAD_CHUNK // x[0].numel())
     for xs, gs in zip(x.split(per_chunk), grad.split(per_chunk)):
@@ -145,8 +217,67 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     return total.unsqueeze(1)  # (C, 1, k, k), the weight's shape
 
 
+def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dL/dweight of a stride-1 "same" depthwise conv: per channel, the correlation of the padded input
+    with the output gradient, summed over the batch.
+
+    On CPUs the faster (measured, `autotune`) of oneDNN's depthwise backward and the same correlation
+    computed as a depthwise conv itself, one group per (sample, channel) plane with the gradient plane
+    as the kernel, over batch chunks (2-18x faster than oneDNN's for ConvNeXt-T's four stages, fp32,
+    batch 16, on a 2-core EPYC). Planes no larger than the padding (stage 4 of a 32x32 input) always
+    take oneDNN's: it has only a slow generic kernel for the planes' conv. Off CPUs, cuDNN's.
+    """
+    channels, k = x.shape[1], weight.shape[-1]
+
+    def by_onednn():
+        return _conv_backward(grad, x, weight, k // 2, channels, (False, True))[1]
+
+    if not on_onednn(x):
+        return by_onednn()
+    names = ("planes", "onednn") if min(x.shape[-2:]) > k // 2 else ("onednn",)
+    candidates = {"planes": partial(_weight_grad_by_planes, x, grad, k), "onednn": by_onednn}
+    key = (str(x.dtype), tuple(x.shape), k)
+    chosen = autotune.choose("depthwise_weight_grad", key, x, lambda: {n: candidates[n] for n in names}, names)
+    return candidates[chosen]()
+
+
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x) for a block's depthwise conv, exact, with the faster backward pass when autograd is on."""
     if not torch.is_grad_enabled() or conv.bias is None:
         return conv(x)
     return _DepthwiseConv.apply(x, conv.weight, conv.bias)
+
+
+# Batch chunks whose block-internal 4C-wide activation is about this large (bytes) are tried for
+# inference: L2- to L3-sized, so pwconv1's output is still in cache when GELU and pwconv2 read it, and
+# small enough that the allocator reuses it instead of mapping (and faulting in) fresh pages each time.
+CHUNK_BYTES = (16 << 20, 8 << 20, 4 << 20)
+
+
+def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
+    """x + branch(x) without autograd: over the whole batch, or over chunks of samples if that measures
+    faster. Exact, since every layer of a block treats samples independently.
+    """
+    def whole() -> torch.Tensor:
+        out = branch(x)
+        return out.add_(x) if out.dtype == x.dtype else x + out
+
+    if not on_onednn(x) or not autotune.active("block_chunks", x):  # e.g. while exporting: no size tests
+        return whole()
+    n = x.shape[0]
+    per_sample = x[0].numel() // x.shape[1] * width * (x.element_size() if _autocast_dtype(x) is None else 2)
+    sizes = sorted({n} | {max(1, min(n, b // per_sample)) for b in CHUNK_BYTES}, reverse=True)
+
+    def run(size: int) -> torch.Tensor:
+        if size >= n:
+            return whole()
+        total = torch.empty_like(x)
+        for start in range(0, n, size):
+            part = slice(start, start + size)
+            torch.add(x[part], branch(x[part]), out=total[part])
+        return total
+
+    names = tuple(str(size) for size in sizes)
+    key = (str(x.dtype), str(_autocast_dtype(x)), tuple(x.shape), width)
+    chosen = autotune.choose("block_chunks", key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
+    return run(int(chosen))

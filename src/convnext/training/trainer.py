@@ -20,6 +20,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from ..checkpoints.weights import load_weights, save_pretrained
+from ..models import autotune
+from ..models.hardware import amp_dtype
 from ..models.registry import create_model, model_options
 from . import distributed, reporting, run_state
 from .data import DataBundle, EpochSampler, build_data
@@ -50,7 +52,7 @@ class RunConfig:
     seed: int = 0
     workers: int = 0
     device: str | None = None
-    amp: str | None = None  # "bf16" or "fp16" autocast (CUDA); None: float32
+    amp: str | None = None  # "bf16" or "fp16" autocast where the device has the hardware; None: float32
     channels_last: bool = False
     compile: bool = False
     grad_checkpointing: bool = False
@@ -139,7 +141,7 @@ class Trainer:
                                        recipe.min_lr / self.lr)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                     if recipe.ema_decay else None)
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp)
+        self.autocast = amp_dtype(run.amp, context.device)  # None, with one line said, without the hardware
         self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
         self.mixer = _mixer(recipe, self.num_classes)
         self.network = DistributedDataParallel(self.model) if context.distributed else self.model
@@ -157,6 +159,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None, "rng": run_state.rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best_top1": self.best_top1, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "kernels": autotune.choices(),  # a resumed run computes with the same kernels: bit-identical
         }
 
     def restore(self, state: dict) -> None:
@@ -167,6 +170,7 @@ class Trainer:
         if self.ema:
             self.ema.load_state_dict(state["ema"])
         run_state.set_rng_state(state["rng"])
+        autotune.pin(state.get("kernels", {}))
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.best_top1 = state["global_step"], state["best_top1"]
         self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]

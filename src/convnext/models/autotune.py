@@ -1,0 +1,91 @@
+"""Kernel choices measured on the machine that runs them, once per process and shape.
+
+Several layers here can be computed two or more exact ways (a pointwise layer as a BLAS GEMM or as a
+oneDNN 1x1 convolution, a depthwise weight gradient by oneDNN or as another convolution, a block's
+inference over the whole batch or over cache-sized chunks of it), and which is faster depends on the
+CPU: on one 2-core AMD EPYC oneDNN ran ConvNeXt-T's GEMMs at twice the BLAS's speed, on a Zen 4 and
+on an Intel Xeon with AMX the two were level (docs/performance.md). So, like
+`torch.backends.cudnn.benchmark`, the first call with a new key times every candidate on the real
+inputs and later calls take the winner.
+
+The first candidate of each op is its default: what runs when nothing is measured (off CPUs, while
+tracing or compiling, under `torch.use_deterministic_algorithms`, or with `enabled = False`). A
+training run stores `choices()` in its checkpoints and `pin`s them when it resumes, so a resumed run
+computes with the kernels it started with and ends bit-identical.
+"""
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+
+enabled = True
+_choices: dict[str, str] = {}  # "op key" -> the winning candidate's name
+_forced: dict[str, str] = {}  # op -> candidate, for tests that must cover every path
+
+Candidates = dict[str, Callable[[], object]]
+
+
+def measurable(example: torch.Tensor) -> bool:
+    """Whether timing on `example` would mean anything: a real CPU tensor in eager execution."""
+    return (enabled and example.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and not torch.are_deterministic_algorithms_enabled()
+            and not isinstance(example, torch._subclasses.FakeTensor))
+
+
+def active(op: str, example: torch.Tensor) -> bool:
+    """Whether `choose` could pick anything but the default (callers skip building candidates if not)."""
+    return op in _forced or measurable(example)
+
+
+def choose(op: str, key: tuple, example: torch.Tensor, candidates: Callable[[], Candidates],
+           names: tuple[str, ...]) -> str:
+    """The name of the fastest of `names` for (op, key); `candidates()` builds them only to be timed."""
+    if op in _forced:
+        return _forced[op]
+    if len(names) == 1 or not measurable(example):  # before the key is formatted: it may hold symbolic sizes
+        return names[0]
+    entry = f"{op} {key}"
+    if entry not in _choices:
+        _choices[entry] = fastest(candidates())
+    return _choices[entry]
+
+
+def fastest(candidates: Candidates, rounds: int = 3) -> str:
+    """Best-of-`rounds` wall time, candidates interleaved so that machine noise hits them alike."""
+    for run in candidates.values():
+        run()  # the first call builds oneDNN primitives and faults in pages: not timed
+    best = dict.fromkeys(candidates, float("inf"))
+    for _ in range(rounds):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return min(best, key=best.get)
+
+
+def choices() -> dict[str, str]:
+    """Every choice made in this process (for a checkpoint)."""
+    return dict(_choices)
+
+
+def pin(saved: dict[str, str]) -> None:
+    """Take `saved` choices as made (a resumed run keeps its kernels)."""
+    _choices.update(saved)
+
+
+def reset() -> None:
+    _choices.clear()
+
+
+@contextmanager
+def forced(**ops: str) -> Iterator[None]:
+    """Within the block, op=candidate is taken without measuring (tests cover every path with it)."""
+    saved = dict(_forced)
+    _forced.update(ops)
+    try:
+        yield
+    finally:
+        _forced.clear()
+        _forced.update(saved)
