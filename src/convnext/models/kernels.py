@@ -63,7 +63,9 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=_autocast_dtype(x) or x.dtype)
 
     def step():
-        with torch.enable_grad():
+        # Identity hooks on top of the stack: a surrounding activation checkpoint must not see the trial's
+        # saved tensors (its recomputation, which finds the choice made, would not save them again).
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
             layer(*leaves).backward(grad.contiguous(memory_format=torch.channels_last))
     return step
 

@@ -1,0 +1,192 @@
+"""Every path the machine may choose computes the same thing: kernel candidates, bfloat16, batched data.
+
+Speed itself is never asserted here (docs/performance.md and `convnext bench` measure it).
+"""
+import json
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convnext
+from convnext.cli import main
+from convnext.models import autotune, hardware, kernels
+from convnext.training.data import BatchedCropFlip, SeededAugmentation, build_data, train_transform
+from convnext.training.recipes import RECIPES
+from convnext.deploy.peers import PEERS
+from helpers import max_abs_diff
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    autotune.reset()
+    yield
+    autotune.reset()
+
+
+@pytest.mark.parametrize("backend", ["conv", "linear"])
+def test_each_pointwise_backend_has_exact_gradients(backend):
+    h = torch.randn(2, 8, 5, 5, dtype=torch.double).contiguous(memory_format=torch.channels_last).requires_grad_()
+    weight = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.double, requires_grad=True)
+    with autotune.forced(pointwise=backend):
+        assert torch.autograd.gradcheck(kernels.gelu_then_pointwise, (h, weight, bias))
+        assert torch.autograd.gradcheck(kernels.pointwise, (h, weight, bias))
+        assert max_abs_diff(kernels.pointwise(h, weight, bias), F.conv2d(h, weight[:, :, None, None], bias)) < 1e-12
+
+
+@pytest.mark.parametrize("candidate", list(kernels.POINTWISE_GELU))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(32, 16) / 4, torch.randn(32)
+    reference = F.gelu(F.conv2d(x.double(), weight.double()[:, :, None, None], bias.double()))
+    with torch.no_grad(), autotune.forced(pointwise_gelu=candidate):
+        out = kernels.pointwise_then_gelu(x.to(dtype), weight.to(dtype), bias.to(dtype))
+    tolerance = 1e-5 if dtype == torch.float32 else 0.05 * reference.abs().max().item()
+    assert out.dtype == dtype and max_abs_diff(out.double(), reference) < tolerance
+
+
+@pytest.mark.parametrize("candidate", ["planes", "onednn"])
+def test_each_depthwise_weight_gradient_is_exact(candidate):
+    conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
+    x = torch.randn(3, 4, 9, 9, dtype=torch.double, requires_grad=True)
+    with autotune.forced(depthwise_weight_grad=candidate):
+        assert torch.autograd.gradcheck(kernels._DepthwiseConv.apply, (x, conv.weight, conv.bias))
+
+
+@pytest.mark.parametrize("chunk", ["1", "2", "5"])
+def test_block_chunks_give_the_whole_batch_result(chunk):
+    model = convnext.create_model("convnextv2_test").eval()  # GRN: per-sample statistics must stay per sample
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        with autotune.forced(block_chunks="5"):
+            whole = model(x)
+        with autotune.forced(block_chunks=chunk):
+            chunked = model(x)
+    assert max_abs_diff(chunked, whole) < 1e-5
+
+
+def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
+    calls = []
+    candidates = lambda: {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}  # noqa: E731
+    x = torch.zeros(1)
+    first = autotune.choose("op", (1,), x, candidates, ("a", "b"))
+    assert first in ("a", "b") and len(calls) == 8  # one untimed and three timed calls each
+    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == first and len(calls) == 8
+    saved = autotune.choices()
+    autotune.reset()
+    autotune.pin(saved)
+    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == first and len(calls) == 8
+    # Nothing is measured where timing means nothing: deterministic mode, meta tensors, tracing.
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert autotune.choose("op", (2,), x, candidates, ("a", "b")) == "a"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert autotune.choose("op", (3,), torch.zeros(1, device="meta"), candidates, ("a", "b")) == "a"
+    assert len(calls) == 8
+
+
+def test_a_training_checkpoint_carries_the_kernel_choices(tmp_path):
+    from convnext.training import run_state
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "2", "--subset", "200",
+                 "--output-dir", str(run_dir)]) == 0
+    saved = run_state.load_latest(run_dir)["kernels"]
+    assert saved and saved.items() <= autotune.choices().items()  # the final evaluation adds inference shapes
+    assert any(key.startswith("pointwise (") and key.endswith("True)") for key in saved)  # training shapes
+    autotune.reset()
+    assert main(["train", "--resume", str(run_dir), "--max-steps", "3"]) == 0
+    assert all(autotune.choices()[key] == choice for key, choice in saved.items())
+
+
+def no_bf16_hardware(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f"}))
+
+
+def test_amp_without_the_hardware_says_one_line_and_runs_float32(monkeypatch, capsys):
+    no_bf16_hardware(monkeypatch)
+    assert hardware.amp_dtype("bf16", "cpu") is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no bf16 hardware" in err and "running in float32" in err
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert hardware.amp_dtype("bf16", "cpu") == torch.bfloat16 and capsys.readouterr().err == ""
+
+
+def test_describe_names_the_cpu_and_its_isa(monkeypatch):
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Some Xeon", frozenset({"avx512f", "avx512_bf16", "amx_tile",
+                                                                              "amx_bf16"})))
+    assert hardware.describe() == f"Some Xeon, {torch.get_num_threads()} threads, AVX-512 AVX512-BF16 AMX"
+
+
+def test_bfloat16_optimized_model_and_its_fallback(monkeypatch):
+    model = convnext.create_model("convnextv2_test").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        fast = convnext.optimize_for_inference(model, dtype=torch.bfloat16)
+        out = fast(x)
+    if hardware.has_hardware(torch.bfloat16):
+        assert next(fast.parameters()).dtype == torch.bfloat16
+    assert out.dtype == torch.float32
+    assert max_abs_diff(out, reference) < 0.05 * reference.abs().max().item() + 0.02
+    no_bf16_hardware(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plain = convnext.optimize_for_inference(model, dtype=torch.bfloat16)
+    assert next(plain.parameters()).dtype == torch.float32
+    assert len(caught) == 1 and "no torch.bfloat16 hardware" in str(caught[0].message)
+
+
+def test_bfloat16_autocast_logits_match_timm_under_the_same_autocast():
+    model = convnext.create_model("convnext_atto").eval()
+    peer = PEERS["timm"](model).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, theirs = model(x).float(), peer(x).float()
+    assert max_abs_diff(ours, theirs) < 0.03 * theirs.abs().max().item() + 0.03
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_take_amp_bf16(tmp_path, capsys, command):
+    weights = tmp_path / "run"
+    assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "3", "--output-dir",
+                 str(weights)]) == 0
+    capsys.readouterr()
+    if command == "eval":
+        args = ["eval", "--weights", str(weights), "--json", "--output-dir", str(tmp_path / "eval")]
+    else:
+        image = tmp_path / "digit.png"
+        from PIL import Image
+        Image.new("L", (32, 32), 128).save(image)
+        args = ["predict", "--weights", str(weights), str(image), "--json"]
+    assert main([*args, "--amp", "bf16"]) == 0
+    low = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(args) == 0
+    full = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    if command == "eval":
+        assert abs(low["test_top1"] - full["test_top1"]) <= 0.05
+    else:
+        assert abs(low[0]["top"][0]["probability"] - full[0]["top"][0]["probability"]) < 0.05
+
+
+def test_batched_digits_augmentation_equals_the_per_sample_transforms():
+    recipe = RECIPES["small"].update(hflip=0.5, min_crop_scale=0.3)
+    data = build_data("digits", recipe, seed=3)
+    assert isinstance(data.train, BatchedCropFlip)
+    per_sample = SeededAugmentation(data.train.images, train_transform(recipe, data.input_size, data.mean, data.std), 3)
+    for epoch in (0, 4):
+        data.train.epoch = per_sample.epoch = epoch
+        indices = list(range(0, 300, 7))
+        batched = torch.stack([image for image, _ in data.train.__getitems__(indices)])
+        reference = torch.stack([per_sample[i][0] for i in indices])
+        assert batched.shape == reference.shape == (len(indices), 1, 32, 32)
+        # Equal up to a rounding flip of one uint8 level (1/255 over std 0.5) at a few pixels.
+        difference = (batched - reference).abs()
+        assert difference.max() <= 2 / 255 / 0.5 + 1e-6 and (difference > 1e-5).float().mean() < 0.01
+    labels = [label for _, label in data.train.__getitems__(indices)]
+    assert labels == [int(data.train.images.labels[i]) for i in indices]
