@@ -10,6 +10,7 @@ import torchvision
 from transformers import AutoModelForImageClassification
 
 import convnext
+from convnext.models import autotune
 from convnext.cli import main
 from helpers import hf_model, logits, max_abs_diff, perturbed, timm_model
 
@@ -222,8 +223,10 @@ def test_interrupted_conversion_keeps_the_old_destination(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary left behind
 
 
-def test_weights_written_by_release_0_1_0_still_load():
-    """A file from before checksums and the package layout: same model, same logits."""
+def test_weights_written_by_release_0_1_0_still_load(monkeypatch):
+    """A file from before checksums and the package layout: same model, same logits (with the default
+    kernels, which computed them; measured choices may round differently)."""
+    monkeypatch.setattr(autotune, "enabled", False)
     folder = Path(__file__).parent / "data" / "convnextv2_test-0.1.0"
     model = convnext.load_pretrained(folder).eval()
     expected = safetensors.torch.load_file(folder / "expected.safetensors")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import autotune
+from .autotune import active, choose
 
 
 def on_onednn(x: torch.Tensor) -> bool:
@@ -75,7 +75,7 @@ def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, b
     n, c, h, w = x.shape
     key = (str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], training)
     names = tuple(table)
-    return autotune.choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
+    return choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
 
 
 def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
@@ -239,7 +239,7 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     names = ("planes", "onednn") if min(x.shape[-2:]) > k // 2 else ("onednn",)
     candidates = {"planes": partial(_weight_grad_by_planes, x, grad, k), "onednn": by_onednn}
     key = (str(x.dtype), tuple(x.shape), k)
-    chosen = autotune.choose("depthwise_weight_grad", key, x, lambda: {n: candidates[n] for n in names}, names)
+    chosen = choose("depthwise_weight_grad", key, x, lambda: {n: candidates[n] for n in names}, names)
     return candidates[chosen]()
 
 
@@ -264,7 +264,7 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
         out = branch(x)
         return out.add_(x) if out.dtype == x.dtype else x + out
 
-    if not on_onednn(x) or not autotune.active("block_chunks", x):  # e.g. while exporting: no size tests
+    if not on_onednn(x) or not active("block_chunks", x):  # e.g. while exporting: no size tests
         return whole()
     n = x.shape[0]
     per_sample = x[0].numel() // x.shape[1] * width * (x.element_size() if _autocast_dtype(x) is None else 2)
@@ -281,5 +281,5 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
 
     names = tuple(str(size) for size in sizes)
     key = (str(x.dtype), str(_autocast_dtype(x)), tuple(x.shape), width)
-    chosen = autotune.choose("block_chunks", key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
+    chosen = choose("block_chunks", key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
     return run(int(chosen))
