@@ -14,6 +14,7 @@ from .deploy.inference import optimize_for_inference
 from .models.backbone import ConvNeXtBackbone
 from .models.convnext import ConvNeXt, ConvNeXtV2
 from .models.counting import count_macs, count_params
+from .models.fcmae import FCMAE
 from .models.isotropic import ConvNeXtIsotropic
 from .models.registry import list_models
 
@@ -21,5 +22,5 @@ __all__ = [
     "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone",
     "create_model", "list_models", "count_params", "count_macs",
     "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint", "write_checkpoint",
-    "detect_format", "CheckpointError", "optimize_for_inference",
+    "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE",
 ]

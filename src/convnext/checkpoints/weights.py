@@ -24,6 +24,7 @@ from .convert import (
     target_key,
 )
 from .files import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
+from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("convnext")
@@ -45,10 +46,12 @@ def _source_arch(state: StateDict, fmt: str) -> str:
 
 
 def _shape_hints(state: StateDict, fmt: str) -> tuple[int, int]:
-    """(num_classes, in_chans) read off the head and stem tensors."""
+    """(num_classes, in_chans) read off the head and stem tensors (1000 classes for a headless encoder)."""
     arch = _source_arch(state, fmt)
     stem = "stem.weight" if arch == "isotropic" else "downsample_layers.0.0.weight"
     head, stem = _their_key(fmt, arch, "head.weight"), _their_key(fmt, arch, stem)
+    if fmt == "official" and is_encoder_only(state):
+        return 1000, state[stem].shape[1]
     if head not in state or stem not in state:
         raise CheckpointError(f"{fmt} checkpoint lacks its head or stem ({head}, {stem}): not a whole ConvNeXt")
     return state[head].shape[0], state[stem].shape[1]
@@ -63,11 +66,12 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
     families = FAMILIES[family] if family else ("convnext", "convnextv2", "isotropic", "roadmap")
     num_classes, in_chans = _shape_hints(state, fmt)
     overrides = {"num_classes": num_classes, "in_chans": in_chans, **overrides}
+    skip = HEAD_KEYS + (ENCODER_ONLY_FRESH if fmt == "official" and is_encoder_only(state) else ())
     for name in [n for group in families for n in list_models() if get_spec(n).family == group]:
         with torch.device("meta"):
             candidate = create_model(name, **overrides)
         try:
-            from_format(state, candidate, fmt, skip=HEAD_KEYS)
+            from_format(state, candidate, fmt, skip=skip)
             return name
         except CheckpointError:
             continue
@@ -78,15 +82,22 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
 def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head: bool = False) -> list[str]:
     """Load a checkpoint's tensors into `model` strictly; with `reset_head`, keep the model's own head.
 
-    Returns the names of the tensors that were reset rather than loaded.
+    A V2 encoder without final norm and head (FCMAE pre-training's output) loads into a whole model:
+    those two, and only those, keep the model's own initialisation. Returns the names of the tensors
+    that were reset rather than loaded.
     """
     fmt = detect_format(state) if fmt == "auto" else fmt
     skip = HEAD_KEYS if reset_head else ()
+    if fmt == "official" and is_encoder_only(state):
+        skip = ENCODER_ONLY_FRESH
     converted = from_format(state, model, fmt, skip=skip)
     full = model.state_dict()
     full.update(converted)
     model.load_state_dict(full, strict=True)
-    if skip:
+    if skip == ENCODER_ONLY_FRESH:
+        log.warning("encoder-only checkpoint (FCMAE pre-training): the final norm and the head start fresh; "
+                    "every other tensor loaded")
+    elif skip:
         log.warning("new head for %d classes: reset %s; every other tensor loaded", model.num_classes, ", ".join(skip))
     return list(skip)
 
@@ -119,6 +130,7 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     state, config = read_checkpoint(path)
     if model_or_name is None and format == "auto" and not reset_head and config.get("format") == "convnext":
         return _from_our_config(path, state, config, **overrides)  # the model the file names
+    state = encoder_state(state)  # FCMAE checkpoints: sparse layouts, a whole autoencoder's encoder
     with _reading(path):
         fmt = detect_format(state) if format == "auto" else format
         if isinstance(model_or_name, nn.Module):
