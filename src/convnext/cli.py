@@ -16,6 +16,7 @@ COMMANDS = {
     "list": "convnext.commands.list_models",
     "convert": "convnext.commands.convert",
     "train": "convnext.commands.train",
+    "pretrain": "convnext.commands.pretrain",
     "eval": "convnext.commands.evaluate",
     "predict": "convnext.commands.predict",
     "roadmap": "convnext.commands.roadmap",

@@ -43,8 +43,11 @@ def _field_type(f):
     return _optional(parse) if optional else parse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", choices=list(RECIPES), default="small", help="preset (default: small)")
+def add_arguments(parser: argparse.ArgumentParser, recipes: dict[str, Recipe] = RECIPES,
+                  default: str = "small") -> None:
+    """The flags of `convnext train` (and, with its recipes, of `convnext pretrain`)."""
+    shown = [default, next(name for name in recipes if name != default)]  # presets quoted in each field's help
+    parser.add_argument("--recipe", choices=list(recipes), default=default, help=f"preset (default: {default})")
     parser.add_argument("--data", default="digits", help='"digits" (built-in) or an ImageFolder path')
     parser.add_argument("--output-dir", help="run directory (default: runs/<model>-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run with its saved config")
@@ -69,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Recipe):
         recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f),
                                   default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper(),
-                                  help=f"{f.metadata['help']} (preset: {getattr(RECIPES['small'], f.name)} small, "
-                                       f"{getattr(RECIPES['in1k'], f.name)} in1k)")
+                                  help=f"{f.metadata['help']} (preset: " + ", ".join(
+                                      f"{getattr(recipes[name], f.name)} {name}" for name in shown) + ")")
 
 
 def _as_flags(message: str) -> str:
@@ -79,24 +82,32 @@ def _as_flags(message: str) -> str:
     return re.sub(r"\w+", lambda m: f"--{m[0].replace('_', '-')}" if m[0] in names else m[0], message)
 
 
+def recipe_from(args: argparse.Namespace, recipes: dict[str, Recipe]) -> Recipe:
+    overrides = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_")}
+    try:
+        return recipes[args.recipe].update(**overrides)
+    except ValueError as error:  # a combination of fields (warm-up longer than the run): name the flags
+        raise ValueError(_as_flags(str(error))) from None
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
+                     device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                     grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
+                     save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+                     val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
+                     pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps)
+
+
 def run(args: argparse.Namespace) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     if args.resume:
         summary = resume(args.resume, say=say, max_steps=args.max_steps)
     else:
-        overrides = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_")}
-        try:
-            recipe = RECIPES[args.recipe].update(**overrides)
-        except ValueError as error:  # a combination of fields (warm-up longer than the run): name the flags
-            raise ValueError(_as_flags(str(error))) from None
-        if "model" not in overrides and args.recipe != "small":
+        recipe = recipe_from(args, RECIPES)
+        if not hasattr(args, "recipe_model") and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
-        config = RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
-                           device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                           grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
-                           save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
-                           val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
-                           pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps)
+        config = run_config(args)
         summary = train(recipe, config, say=say)
     say(f"test top-1 {100 * summary['test_top1']:.2f}%  top-5 {100 * summary['test_top5']:.2f}%  "
         f"after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run written to {summary['run_dir']}")

@@ -214,6 +214,24 @@ def _image_checker(on_bad_image: str, skipped: list[str]):
     return is_valid
 
 
+class FlatImages(Dataset):
+    """Every image in a folder without class subfolders (unlabelled data for pre-training), label 0."""
+
+    classes = ["images"]
+
+    def __init__(self, root: Path, is_valid):
+        self.samples = [(str(p), 0) for p in sorted(root.iterdir()) if p.is_file() and is_valid(str(p))]
+        if not self.samples:
+            raise DataError(f"{root}: no images")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_image(path), label
+
+
 def _image_folder(root: Path, on_bad_image: str, skipped: list[str]) -> datasets.ImageFolder:
     if not root.is_dir():
         raise DataError(f"{root}: no such data folder")
@@ -251,8 +269,9 @@ def _fit_size(dataset: Dataset) -> int:
 
 
 def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None = None,
-               on_bad_image: str = "error", subset: int | None = None) -> DataBundle:
-    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`).
+               on_bad_image: str = "error", subset: int | None = None, unlabelled: bool = False) -> DataBundle:
+    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`);
+    with `unlabelled` (pre-training) also a flat folder of images, labels being ignored anyway.
 
     `subset` keeps a seeded random sample of at most that many train and val images (quick runs).
     """
@@ -274,7 +293,11 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
             val.samples = [(p, train.class_to_idx[val.classes[i]]) for p, i in val.samples]
             names = train.classes
         else:
-            tree = _image_folder(root, on_bad_image, skipped)
+            has_classes = any(p.is_dir() for p in root.iterdir())
+            if unlabelled and not has_classes:
+                tree = FlatImages(root, _image_checker(on_bad_image, skipped))
+            else:
+                tree = _image_folder(root, on_bad_image, skipped)
             share = 0.1 if val_split is None else val_split
             if not 0 < share < 1:
                 raise DataError(f"--val-split must be between 0 and 1, got {share}")

@@ -42,14 +42,15 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
+                    beta2: float = 0.999) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay, layer_decay)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
     # The fused kernel updates every tensor in one pass: on a CPU 3.5x faster than the default loop for
     # ConvNeXt-atto's 100-odd tensors (2.8 against 9.6 ms a step, 2-core AMD EPYC), same update rule.
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=fused or None)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,

@@ -65,6 +65,7 @@ class RunConfig:
     pretrained: str | None = None  # start from published weights ("default" or a tag)
     subset: int | None = None  # use at most this many train and val images (quick runs)
     max_steps: int | None = None  # stop this invocation after N optimizer steps in all (not kept on resume)
+    task: str = "classify"  # or "fcmae" (convnext pretrain): which trainer resumes the run
     recipe: dict = field(default_factory=dict)
 
 
@@ -108,21 +109,26 @@ def _mixer(recipe: Recipe, num_classes: int):
 
 
 class Trainer:
+    """Supervised classification; the loop, checkpoints, signals and DDP are shared with pre-training
+    (`pretrainer.Pretrainer` overrides what differs: data, model, loss, validation, what is kept)."""
+
+    task = "classify"
+    columns = reporting.COLUMNS  # metrics.csv
+
     def __init__(self, recipe: Recipe, run: RunConfig, run_dir: Path, context: distributed.Context):
         self.recipe, self.run, self.run_dir, self.ctx = recipe, run, run_dir, context
         torch.manual_seed(run.seed)
         if run.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        self.data = build_data(run.data, recipe, run.seed, run.val_split, run.on_bad_image, run.subset)
+        self.data = self.build_data()
         self.num_classes = len(self.data.class_names)
-        self.model = _build_model(recipe, run, self.data).to(context.device)
-        if self.data.input_size < self.model.min_input_size:
-            raise TrainingError(f"--input-size must be ≥ {self.model.min_input_size} for {recipe.model}, "
-                                f"got {self.data.input_size}")
+        self.model = self.build_model().to(context.device)
+        self.check_input_size(self.data.input_size)
         if run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.set_grad_checkpointing(run.grad_checkpointing)
+        if run.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
 
         self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
         self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
@@ -136,7 +142,7 @@ class Trainer:
             raise TrainingError(f"{len(self.data.train)} training images are fewer than one effective batch "
                                 f"({self.effective_batch}); lower --batch-size")
         total = self.steps_per_epoch * recipe.epochs
-        self.optimizer = build_optimizer(self.model, self.lr, recipe.weight_decay, recipe.layer_decay)
+        self.optimizer = build_optimizer(self.model, self.lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2)
         self.scheduler = warmup_cosine(self.optimizer, total, round(recipe.warmup_epochs * self.steps_per_epoch),
                                        recipe.min_lr / self.lr)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
@@ -150,6 +156,47 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
+
+    # --- what differs between tasks ----------------------------------------------------------------
+    def build_data(self) -> DataBundle:
+        run = self.run
+        return build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset)
+
+    def build_model(self) -> torch.nn.Module:
+        return _build_model(self.recipe, self.run, self.data)
+
+    def check_input_size(self, size: int) -> None:
+        if size < self.model.min_input_size:
+            raise TrainingError(f"--input-size must be ≥ {self.model.min_input_size} for {self.recipe.model}, "
+                                f"got {size}")
+
+    def data_note(self) -> str:
+        return f"{len(self.data.train)} train / {len(self.data.val)} val images, {self.num_classes} classes"
+
+    def score(self, metrics: dict) -> float:
+        """Higher is better: picks the best checkpoint (and the EMA over the model)."""
+        return metrics["top1"]
+
+    def row(self, metrics: dict) -> dict:
+        return {"val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"]}
+
+    def describe(self, metrics: dict) -> str:
+        return f"val_loss {metrics['loss']:.4f}  top1 {100 * metrics['top1']:.2f}%  top5 {100 * metrics['top5']:.2f}%"
+
+    def after_epoch(self) -> None:
+        """Per-epoch pictures beyond the curves (pre-training's reconstructions)."""
+
+    def finish(self, wall_s: float) -> dict:
+        """Write what the run leaves (weights, plots, summary.json) and return the summary."""
+        model, metrics, which = self.final_model()
+        summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
+                   "epochs": self.epoch, "steps": self.global_step, "wall_s": wall_s,
+                   "run_dir": str(self.run_dir), "model": self.recipe.model, "weights_from": which,
+                   "effective_batch": self.effective_batch, "lr": self.lr}
+        if self.ctx.is_main:
+            save_pretrained(model, self.run_dir)
+            reporting.plot_confusion(metrics["confusion"], self.data.class_names, self.run_dir / "confusion.png")
+        return summary
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -248,23 +295,22 @@ class Trainer:
                 if stop:
                     name = signal.Signals(stop[0]).name
                     raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
-                                      f"checkpoint saved. Resume with: convnext train --resume {self.run_dir}",
+                                      f"checkpoint saved. Resume with: {COMMAND[self.task]} --resume {self.run_dir}",
                                       stop[0])
                 break
             metrics, ema_metrics = self.last_metrics = self.validate()
-            chosen = ema_metrics if ema_metrics and ema_metrics["top1"] > metrics["top1"] else metrics
+            chosen = ema_metrics if ema_metrics and self.score(ema_metrics) > self.score(metrics) else metrics
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            best = chosen["top1"] > self.best_top1
-            self.best_top1 = max(self.best_top1, chosen["top1"])
+            best = self.score(chosen) > self.best_top1
+            self.best_top1 = max(self.best_top1, self.score(chosen))
             row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": train_loss, "val_loss": chosen["loss"], "val_top1": chosen["top1"],
-                   "val_top5": chosen["top5"], "epoch_s": time.time() - epoch_start}
+                   "train_loss": train_loss, **self.row(chosen), "epoch_s": time.time() - epoch_start}
             if self.ctx.is_main:
                 log.epoch(row)
                 ema_note = f"  (EMA {100 * ema_metrics['top1']:.2f}%)" if ema_metrics else ""
                 say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
-                    f"val_loss {chosen['loss']:.4f}  top1 {100 * chosen['top1']:.2f}%  "
-                    f"top5 {100 * chosen['top5']:.2f}%{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+                    f"{self.describe(chosen)}{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+                self.after_epoch()
             self.save(best=best)
             if self.global_step == self.run.max_steps:
                 break
@@ -273,7 +319,7 @@ class Trainer:
     def final_model(self) -> tuple[torch.nn.Module, dict, str]:
         """The weights to ship: the EMA when it validates better, else the model."""
         metrics, ema_metrics = self.last_metrics or self.validate()
-        if ema_metrics and ema_metrics["top1"] > metrics["top1"]:
+        if ema_metrics and self.score(ema_metrics) > self.score(metrics):
             ema = self.ema.module
             ema.class_names, ema.data_config = self.model.class_names, self.model.data_config
             ema.model_name, ema.model_overrides = self.model.model_name, self.model.model_overrides
@@ -286,7 +332,8 @@ def prepare_run_dir(recipe: Recipe, run: RunConfig) -> Path:
     return Path(run.output_dir or f"runs/{recipe.model}-{stamp}")
 
 
-def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
+def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None,
+          trainer_class: type[Trainer] = Trainer) -> dict:
     """Train one run; returns the summary (test_top1, test_top5, epochs, wall_s, run_dir, ...)."""
     context = distributed.setup(run.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()  # --deterministic is per run
@@ -294,16 +341,17 @@ def train(recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = N
         stop = cleanup.enter_context(stop_requests())
         cleanup.callback(distributed.teardown)
         cleanup.callback(torch.use_deterministic_algorithms, deterministic_before)
-        return _train(recipe, run, say, resume_dir, context, stop)
+        return _train(recipe, run, say, resume_dir, context, stop, trainer_class)
 
 
 def _train(recipe: Recipe, run: RunConfig, say, resume_dir: Path | None, context: distributed.Context,
-           stop: list[int]) -> dict:
+           stop: list[int], trainer_class: type[Trainer]) -> dict:
     run_dir = resume_dir or prepare_run_dir(recipe, run)
     if context.distributed and resume_dir is None and run.output_dir is None:
         raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
-    run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir)})
-    trainer = Trainer(recipe, run, run_dir, context)
+    run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir),
+                       "task": trainer_class.task})
+    trainer = trainer_class(recipe, run, run_dir, context)
     state = run_state.load_latest(run_dir) if resume_dir else None
     if state:
         trainer.restore(state)
@@ -311,38 +359,39 @@ def _train(recipe: Recipe, run: RunConfig, say, resume_dir: Path | None, context
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
-        log = reporting.RunLog(run_dir)
+        log = reporting.RunLog(run_dir, trainer.columns)
         log.truncate(trainer.epoch)
         where = f"resumed at epoch {trainer.epoch + 1}, step {trainer.global_step}" if state else "started"
-        say(f"{recipe.model}: {where}; {len(trainer.data.train)} train / {len(trainer.data.val)} val images, "
-            f"{trainer.num_classes} classes, input {trainer.data.input_size}px, "
+        say(f"{recipe.model}: {where}; {trainer.data_note()}, input {trainer.data.input_size}px, "
             f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {trainer.lr:.3g} for effective batch "
             f"{trainer.effective_batch} ({recipe.batch_size} x {context.world_size} process(es) x "
             f"{recipe.accum_steps} accumulation); run dir {run_dir}")
         if trainer.data.skipped:
             say(f"skipped {len(trainer.data.skipped)} unreadable image(s), e.g. {trainer.data.skipped[0]}")
     timing = trainer.fit(log, say, stop)
-    model, metrics, which = trainer.final_model()
-    summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
-               "epochs": trainer.epoch, "steps": trainer.global_step, "wall_s": timing["wall_s"],
-               "run_dir": str(run_dir), "model": recipe.model, "weights_from": which,
-               "effective_batch": trainer.effective_batch, "lr": trainer.lr}
+    summary = trainer.finish(timing["wall_s"])
     if context.is_main:
-        save_pretrained(model, run_dir)
         if (run_dir / reporting.METRICS_FILE).exists():
             reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
-        reporting.plot_confusion(metrics["confusion"], trainer.data.class_names, run_dir / "confusion.png")
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         log.close()
     return summary
 
 
-def resume(run_dir: str | Path, say=print, max_steps: int | None = None) -> dict:
+COMMAND = {"classify": "convnext train", "fcmae": "convnext pretrain"}
+
+
+def resume(run_dir: str | Path, say=print, max_steps: int | None = None,
+           trainer_class: type[Trainer] = Trainer) -> dict:
     """Continue a run from its newest checkpoint, with the config it was started with."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise TrainingError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
     saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    task = saved.get("task", "classify")
+    if task != trainer_class.task:
+        raise TrainingError(f"{run_dir} is a {COMMAND.get(task, task)} run: resume it with "
+                            f"{COMMAND.get(task, task)} --resume {run_dir}")
     recipe = Recipe(**saved.pop("recipe"))
     saved["max_steps"] = max_steps
-    return train(recipe, RunConfig(**saved), say=say, resume_dir=run_dir)
+    return train(recipe, RunConfig(**saved), say=say, resume_dir=run_dir, trainer_class=trainer_class)

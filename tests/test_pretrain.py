@@ -1,0 +1,72 @@
+"""`convnext pretrain`: runs on the digits, ImageFolder and flat folders, resumes bit-identically, and its
+run directory fine-tunes with `convnext train --weights`."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from convnext.checkpoints.weights import load_pretrained
+from convnext.cli import main
+from convnext.training import run_state
+from convnext.training.reporting import read_metrics
+
+QUICK = ["--model", "convnextv2_test", "--input-size", "64", "--batch-size", "16", "--subset", "96"]
+
+
+def test_pretraining_run_leaves_everything_and_fine_tunes(tmp_path, capsys):
+    run_dir = tmp_path / "pre"
+    assert main(["pretrain", *QUICK, "--epochs", "2", "--output-dir", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["mask_ratio"] == 0.6 and summary["val_loss"] > 0
+    for name in ("config.json", "metrics.csv", "curves.png", "reconstructions.png", "model.safetensors", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_top1" not in rows[0]
+    assert json.loads((run_dir / "config.json").read_text())["task"] == "fcmae"
+    encoder = load_pretrained(run_dir)
+    assert encoder.model_name == "convnextv2_test" and encoder.in_chans == 1
+    # Fine-tuning from the run: every encoder tensor loaded (one step at a negligible rate barely moves
+    # them), a fresh 10-class head.
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--weights", str(run_dir), "--model", "convnextv2_test", "--epochs", "1", "--max-steps", "1",
+                 "--lr", "1e-9", "--subset", "96", "--batch-size", "16", "--output-dir", str(tuned)]) == 0
+    step = run_state.load_latest(tuned)["model"]
+    for key, value in encoder.state_dict().items():
+        if not key.startswith("head."):
+            assert torch.allclose(step[key], value, atol=1e-6), key
+    assert step["head.weight"].shape[0] == 10
+
+
+def test_pretraining_resumes_bit_identical(tmp_path, capsys):
+    args = [*QUICK, "--epochs", "2"]
+    assert main(["pretrain", *args, "--output-dir", str(tmp_path / "straight")]) == 0
+    assert main(["pretrain", *args, "--output-dir", str(tmp_path / "stopped"), "--max-steps", "7"]) == 0
+    assert main(["pretrain", "--resume", str(tmp_path / "stopped")]) == 0
+    assert "resumed at epoch 2, step 7" in capsys.readouterr().out  # 6 steps per epoch
+    straight = run_state.load_latest(tmp_path / "straight")["model"]
+    resumed = run_state.load_latest(tmp_path / "stopped")["model"]
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    # A pre-training run is not resumed by `convnext train`, and says which command does.
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 2
+    assert "convnext pretrain --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["flat", "imagefolder"])
+def test_pretraining_reads_unlabelled_folders(tmp_path, layout):
+    root = tmp_path / "images"
+    for i in range(12):
+        folder = root / (f"class{i % 2}" if layout == "imagefolder" else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (70, 80), (20 * i, 100, 200 - 10 * i)).save(folder / f"{i}.png")
+    run_dir = tmp_path / "run"
+    assert main(["pretrain", "--data", str(root), "--model", "convnextv2_test", "--input-size", "64", "--batch-size",
+                 "4", "--epochs", "1", "--output-dir", str(run_dir)]) == 0
+    assert load_pretrained(run_dir).in_chans == 3
+
+
+def test_pretraining_refuses_sizes_off_the_patch_grid(capsys):
+    assert main(["pretrain", *QUICK[:2], "--input-size", "80", "--epochs", "1"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
