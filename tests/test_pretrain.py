@@ -30,8 +30,9 @@ def test_pretraining_run_leaves_everything_and_fine_tunes(tmp_path, capsys):
     # Fine-tuning from the run: every encoder tensor loaded (one step at a negligible rate barely moves
     # them), a fresh 10-class head.
     tuned = tmp_path / "tuned"
-    assert main(["train", "--weights", str(run_dir), "--model", "convnextv2_test", "--epochs", "1", "--max-steps", "1",
+    assert main(["train", "--weights", str(run_dir), "--epochs", "1", "--max-steps", "1",
                  "--lr", "1e-9", "--subset", "96", "--batch-size", "16", "--output-dir", str(tuned)]) == 0
+    assert "holds convnextv2_test" in capsys.readouterr().out  # the model is the one the weights hold
     step = run_state.load_latest(tuned)["model"]
     for key, value in encoder.state_dict().items():
         if not key.startswith("head."):

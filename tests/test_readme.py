@@ -31,6 +31,7 @@ def test_use_block_runs_line_for_line(tmp_path, monkeypatch):
     with torch.no_grad():
         exec(compile(block, "README.md", "exec"), names)
     assert names["logits"].shape == (2, 10) and names["features"].shape == (2, 768)
+    assert names["loss"].ndim == 0 and names["pred"].shape == (2, 3072, 7, 7) and names["mask"].shape == (2, 49)
     assert [m.shape[-1] for m in names["maps"]] == [56, 28, 14, 7]
     assert names["model"].class_names[0] == "tench"  # the published model's ImageNet names
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -79,6 +79,16 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
                           f"({len(state)} tensors); pass a model built with the right depths and dims")
 
 
+def model_name_of(path: str | Path) -> str:
+    """The registered model a weights file or folder holds: the one our files name, else inferred."""
+    state, config = read_checkpoint(path)
+    if config.get("format") == "convnext":
+        return config["model"]
+    with _reading(path):
+        state = encoder_state(state)
+        return infer_model_name(state, detect_format(state))
+
+
 def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head: bool = False) -> list[str]:
     """Load a checkpoint's tensors into `model` strictly; with `reset_head`, keep the model's own head.
 

@@ -5,7 +5,7 @@ masked convolutions (no MinkowskiEngine; any machine).
     convnext pretrain --data ~/photos --recipe fcmae --model convnextv2_tiny --epochs 100
     convnext pretrain --resume runs/convnextv2_atto-20260101-120000
     torchrun --nproc_per_node=8 -m convnext.cli pretrain --data /imagenet/train --recipe fcmae --output-dir runs/p
-    convnext train --weights runs/convnextv2_atto-20260101-120000 --model convnextv2_atto   # then fine-tune
+    convnext train --weights runs/convnextv2_atto-20260101-120000 --data ~/labelled        # then fine-tune
 
 --data is the built-in digits, an ImageFolder tree (labels ignored) or a flat folder of images. Recipes:
 fcmae (V2 paper Table 8) and fcmae_small (default). The run directory keeps reconstructions.png
@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = pretrain(train_command.recipe_from(args, PRETRAIN_RECIPES), train_command.run_config(args), say=say)
     say(f"val loss {summary['val_loss']:.4f} after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run "
-        f"written to {summary['run_dir']}. Fine-tune: convnext train --weights {summary['run_dir']} "
-        f"--model {summary['model']}")
+        f"written to {summary['run_dir']}. Fine-tune: convnext train --weights {summary['run_dir']}")
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -19,6 +19,7 @@ import types
 import typing
 from dataclasses import fields
 
+from ..checkpoints.weights import model_name_of
 from ..training.ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..training.recipes import RECIPES, Recipe
 from ..training.trainer import RunConfig, resume, train
@@ -105,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         summary = resume(args.resume, say=say, max_steps=args.max_steps)
     else:
         recipe = recipe_from(args, RECIPES)
-        if not hasattr(args, "recipe_model") and args.recipe != "small":
+        if not hasattr(args, "recipe_model") and args.weights:  # fine-tuning: the model the weights hold
+            recipe = recipe.update(model=model_name_of(args.weights))
+            say(f"--weights {args.weights} holds {recipe.model}: training that model")
+        elif not hasattr(args, "recipe_model") and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
         config = run_config(args)
         summary = train(recipe, config, say=say)
