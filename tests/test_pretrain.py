@@ -19,7 +19,8 @@ def test_pretraining_run_leaves_everything_and_fine_tunes(tmp_path, capsys):
     assert main(["pretrain", *QUICK, "--epochs", "2", "--output-dir", str(run_dir), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs"] == 2 and summary["mask_ratio"] == 0.6 and summary["val_loss"] > 0
-    for name in ("config.json", "metrics.csv", "curves.png", "reconstructions.png", "model.safetensors", "summary.json"):
+    kept = ("config.json", "metrics.csv", "curves.png", "reconstructions.png", "model.safetensors", "summary.json")
+    for name in kept:
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").iterdir())
     rows = read_metrics(run_dir / "metrics.csv")
@@ -71,3 +72,31 @@ def test_pretraining_reads_unlabelled_folders(tmp_path, layout):
 def test_pretraining_refuses_sizes_off_the_patch_grid(capsys):
     assert main(["pretrain", *QUICK[:2], "--input-size", "80", "--epochs", "1"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_pretraining_under_torchrun_and_sigterm(tmp_path):
+    """DDP (gloo, 2 processes) runs the same loop; SIGTERM saves and names the resume command."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "convnext.cli",
+           "pretrain", *QUICK, "--batch-size", "8", "--max-steps", "3", "--output-dir", str(tmp_path / "ddp")]
+    result = subprocess.run(ddp, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(8 x 2 process(es)" in result.stdout and (tmp_path / "ddp" / "checkpoints").is_dir()
+    run_dir = tmp_path / "term"
+    command = [sys.executable, "-m", "convnext.cli", "pretrain", *QUICK, "--epochs", "50", "--output-dir", str(run_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)  # some steps in
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"Resume with: convnext pretrain --resume {run_dir}" in err
+    assert run_state.load_latest(run_dir)["global_step"] > 0

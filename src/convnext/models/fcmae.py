@@ -69,7 +69,8 @@ class FCMAE(nn.Module):
             raise ValueError("patch_size must be 32, the encoder's total stride (the mask is one cell of the last map)")
         self.encoder.norm.requires_grad_(False)
         self.encoder.head.requires_grad_(False)
-        self.patch_size, self.mask_ratio, self.norm_pix_loss, self.in_chans = patch_size, mask_ratio, norm_pix_loss, in_chans
+        self.patch_size, self.mask_ratio, self.in_chans = patch_size, mask_ratio, in_chans
+        self.norm_pix_loss = norm_pix_loss
         self.proj = nn.Conv2d(self.encoder.num_features, decoder_dim, kernel_size=1)
         self.mask_token = nn.Parameter(torch.zeros(1, decoder_dim, 1, 1))
         self.decoder = nn.Sequential(*(BlockV2(decoder_dim) for _ in range(decoder_depth)))

@@ -153,7 +153,7 @@ class Trainer:
         self.network = DistributedDataParallel(self.model) if context.distributed else self.model
         if run.compile:
             self.network = torch.compile(self.network)
-        self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, -1.0
+        self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, float("-inf")  # best score so far
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
 
