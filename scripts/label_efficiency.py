@@ -79,9 +79,12 @@ def main() -> None:
         for start in ("fcmae", "scratch"):
             run_dir = args.out / f"{start}-seed{seed}"
             weights = ["--weights", str(pretrained)] if start == "fcmae" else []
-            summary = convnext("train", "--data", str(data / f"seed{seed}"), *common, *weights, "--seed", str(seed),
-                               "--epochs", args.finetune_epochs, "--batch-size", "32", "--lr-base-batch", "64",
-                               "--hflip", "0", "--crop-pct", "1", "--ema-decay", "none", "--output-dir", str(run_dir))
+            done = run_dir / "summary.json"  # a finished run is evaluated again, not retrained
+            if not done.is_file():
+                convnext("train", "--data", str(data / f"seed{seed}"), *common, *weights, "--seed", str(seed),
+                         "--epochs", args.finetune_epochs, "--batch-size", "32", "--lr-base-batch", "64",
+                         "--hflip", "0", "--crop-pct", "1", "--ema-decay", "none", "--output-dir", str(run_dir))
+            summary = json.loads(done.read_text())
             row = {"start": start, "seed": seed, "wall_s": summary["wall_s"], **best_on_test(run_dir, data)}
             results["runs"].append(row)
             print(json.dumps(row), flush=True)

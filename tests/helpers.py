@@ -54,3 +54,19 @@ def torchvision_model(name="convnext_tiny", **kwargs):
 def logits(model, x):
     out = model(x)
     return out.logits if hasattr(out, "logits") else out
+
+
+def terminated_run(command: list[str], run_dir, seconds_in: float = 2.5) -> tuple[int, str]:
+    """Start a training command, send SIGTERM some steps in, and return its exit status and stderr."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "config.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(seconds_in)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err

@@ -80,7 +80,8 @@ def test_pretraining_under_torchrun_and_sigterm(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
+
+    from helpers import terminated_run
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "convnext.cli",
@@ -90,13 +91,7 @@ def test_pretraining_under_torchrun_and_sigterm(tmp_path):
     assert "(8 x 2 process(es)" in result.stdout and (tmp_path / "ddp" / "checkpoints").is_dir()
     run_dir = tmp_path / "term"
     command = [sys.executable, "-m", "convnext.cli", "pretrain", *QUICK, "--epochs", "50", "--output-dir", str(run_dir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(3.0)  # some steps in
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    returncode, err = terminated_run(command, run_dir, seconds_in=3.0)
+    assert returncode == 128 + signal.SIGTERM, err
     assert f"Resume with: convnext pretrain --resume {run_dir}" in err
     assert run_state.load_latest(run_dir)["global_step"] > 0

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from convnext.training import run_state
 from convnext.cli import main
 from convnext.training.reporting import read_metrics
 from convnext.training.trainer import Trainer, resume
+from helpers import terminated_run
 
 TINY = ["--model", "convnext_test", "--batch-size", "32"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,14 +83,8 @@ def test_resumed_run_ends_bit_identical(tmp_path, capsys):
 def test_sigterm_mid_epoch_leaves_a_resumable_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "convnext.cli", "train", *TINY, "--epochs", "50", "--output-dir", str(run_dir)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(2.5)  # some steps into the first epochs
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    returncode, err = terminated_run(command, run_dir)
+    assert returncode == 128 + signal.SIGTERM, err
     assert f"Resume with: convnext train --resume {run_dir}" in err
     saved = run_state.load_latest(run_dir)
     assert saved is not None and saved["global_step"] > 0
