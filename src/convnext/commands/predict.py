@@ -4,6 +4,7 @@
     convnext predict --model convnext_tiny --pretrained photos/ 'more/*.jpg' --top-k 3 --json
     convnext predict --weights runs/convnext_atto-20260101-120000 --amp bf16 digits/
     convnext predict --weights model.onnx --backend onnxruntime photos/
+    convnext predict --weights runs/convnext_atto-20260101-120000 digits/ --cam heatmaps/   # + Grad-CAM overlays
 
 A file that is not a readable image is reported on stderr and skipped.
 """
@@ -16,8 +17,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..checkpoints.atomic import atomic_file
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from ..checkpoints.preprocessing import eval_transform
+from ..deploy.gradcam import Cams, grad_cam, overlay
 from ..models.hardware import amp_dtype
 from ..training.data import IMAGE_EXTENSIONS
 from ..training.ranges import COUNT
@@ -33,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="onnxruntime runs an exported .onnx (its .json sidecar gives classes and sizes)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays (top-1 class) to DIR/<name>.cam.png")
+    parser.add_argument("--cam-stage", type=int, default=-1,
+                        help="the stage whose output the map is taken from (default: the last; an earlier one "
+                             "for small inputs whose last map is 1x1)")
 
 
 def expand(inputs: list[str]) -> list[Path]:
@@ -71,8 +78,9 @@ class TorchPredictor:
         self.autocast = amp_dtype(args.amp, args.device)
         config = getattr(self.model, "data_config", None) or {}
         self.in_chans, self.class_names = self.model.in_chans, getattr(self.model, "class_names", None)
-        self.transform = eval_transform(config.get("input_size", 224), config.get("mean", IMAGENET_MEAN),
-                                        config.get("std", IMAGENET_STD), config.get("crop_pct", 0.875))
+        self.mean, self.std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+        self.transform = eval_transform(config.get("input_size", 224), self.mean, self.std,
+                                        config.get("crop_pct", 0.875))
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -81,10 +89,17 @@ class TorchPredictor:
             logits = self.model(batch.to(self.device))
         return logits.float().softmax(dim=1).cpu()
 
+    def cams(self, batch: torch.Tensor, stage: int) -> tuple[Cams, torch.Tensor]:
+        """Grad-CAM maps for the top-1 classes, and the crops in [0, 1] to draw them over."""
+        crops = batch * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
+        return grad_cam(self.model, batch.to(self.device), stage=stage), crops
+
 
 def predictor(args):
     if args.backend == "onnxruntime" and args.amp:
         raise ValueError("--amp is for the torch backend; an ONNX file runs in the precision it was exported in")
+    if args.backend == "onnxruntime" and args.cam:
+        raise ValueError("--cam needs the torch backend (Grad-CAM takes gradients)")
     if args.backend == "onnxruntime":
         from ..deploy.export import OnnxPredictor
 
@@ -108,6 +123,15 @@ def run(args: argparse.Namespace) -> int:
             names = [predict.class_names[i] if predict.class_names else str(i) for i in indices]
             results.append({"path": str(path), "top": [{"class": n, "index": i, "probability": v}
                                                        for n, i, v in zip(names, indices, values)]})
+        if args.cam:
+            cams, crops = predict.cams(batch, args.cam_stage)
+            for offset, (cam, crop) in enumerate(zip(cams.maps, crops)):
+                result = results[start + offset]
+                destination = Path(args.cam) / f"{Path(result['path']).stem}.cam.png"
+                with atomic_file(destination) as tmp:
+                    overlay(crop, cam.cpu()).save(tmp, format="PNG")
+                result["cam"] = {"class_index": cams.classes[offset], "empty": cams.empty[offset],
+                                 "grid": cam.tolist(), "file": str(destination)}
     if args.json:
         print(json.dumps(results))
         return 0

@@ -1,0 +1,70 @@
+"""Grad-CAM: equal to plain autograd through the whole network, on folded frozen models too; empty maps
+are reported; `convnext predict --cam` writes the overlays."""
+import json
+
+import pytest
+import torch
+
+import convnext
+from convnext.cli import main
+from convnext.deploy.gradcam import grad_cam, overlay
+from helpers import max_abs_diff
+
+
+def autograd_reference(model, images, classes, stage):
+    """Grad-CAM the textbook way: the whole forward pass under autograd, a hook on the stage's output."""
+    kept = {}
+    step = model.stages[stage] if hasattr(model, "stages") else [model.stem, model.blocks][stage]
+    handle = step.register_forward_hook(lambda module, args, out: kept.setdefault("A", out))
+    try:
+        logits = model(images.requires_grad_())
+        (grads,) = torch.autograd.grad(logits.gather(1, torch.tensor(classes)[:, None]).sum(), kept["A"])
+    finally:
+        handle.remove()
+    maps = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * kept["A"]).sum(dim=1)).detach()
+    return maps / maps.amax(dim=(1, 2), keepdim=True)
+
+
+@pytest.mark.parametrize("name,stage", [("convnext_test", -1), ("convnextv2_test", 1), ("convnext_isotropic_test", -1)])
+def test_maps_equal_plain_autograd(name, stage):
+    torch.manual_seed(0)
+    model = convnext.create_model(name, num_classes=4).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from init, so GRN and layer scale matter
+            p.add_(0.05 * torch.randn_like(p))
+    images = torch.randn(3, 3, 128, 128)
+    cams = grad_cam(model, images, classes=[0, 2, 3], stage=stage)
+    assert cams.classes == [0, 2, 3] and not any(cams.empty)
+    reference = autograd_reference(model, images.clone(), [0, 2, 3], stage)
+    assert cams.maps.shape == reference.shape and max_abs_diff(cams.maps, reference) < 1e-4
+    # A folded model with frozen weights gives the same maps (only the head is differentiated).
+    folded = convnext.optimize_for_inference(model)
+    assert max_abs_diff(grad_cam(folded, images, classes=[0, 2, 3], stage=stage).maps, cams.maps) < 1e-3
+
+
+def test_an_all_negative_map_is_reported_empty_not_drawn():
+    model = convnext.create_model("convnext_test", num_classes=3).eval()
+    with torch.no_grad():
+        model.head.weight.zero_()  # every class score flat: no gradient, no map
+    cams = grad_cam(model, torch.randn(2, 3, 64, 64))
+    assert cams.empty == [True, True] and torch.all(cams.maps == 0)
+    picture = overlay(torch.rand(3, 64, 64), cams.maps[0])
+    assert picture.size == (64, 64)
+    with pytest.raises(ValueError, match="cam-stage"):
+        grad_cam(model, torch.randn(1, 3, 64, 64), stage=4)
+
+
+def test_predict_writes_cam_overlays(tmp_path, capsys):
+    from PIL import Image
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "2", "--output-dir",
+                 str(run_dir)]) == 0
+    Image.new("L", (32, 32), 90).save(tmp_path / "digit.png")
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(run_dir), str(tmp_path / "digit.png"), "--cam", str(tmp_path / "cams"),
+                 "--cam-stage", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["cam"]["class_index"] == result["top"][0]["index"]
+    assert len(result["cam"]["grid"]) == 4  # stage 1 of a 32-pixel input: 4 x 4
+    assert Image.open(tmp_path / "cams" / "digit.cam.png").size == (32, 32)
