@@ -186,6 +186,16 @@ def test_released_encoder_only_files_load_with_fresh_norm_and_head_only(tmp_path
     for key, value in encoder.state_dict().items():
         if key not in pretraining.ENCODER_ONLY_FRESH:
             assert torch.equal(ours[key], value), key
+    # `convnext train --weights` fine-tunes it: the model is read off the file, norm and head start fresh.
+    from PIL import Image
+
+    for i in range(8):
+        (tmp_path / "photos" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), (30 * i, 90, 200 - 20 * i)).save(tmp_path / "photos" / f"c{i % 2}" / f"{i}.png")
+    assert main(["train", "--weights", str(path), "--data", str(tmp_path / "photos"), "--val-split", "0.25",
+                 "--batch-size", "2", "--epochs", "1", "--max-steps", "1", "--input-size", "32",
+                 "--output-dir", str(tmp_path / "tuned")]) == 0
+    assert convnext.load_pretrained(tmp_path / "tuned").model_name == "convnextv2_atto"
     # Strict about everything else: one missing block tensor is an error naming it.
     damaged = released_style(encoder)
     del damaged["stages.2.1.pwconv1.bias"]
