@@ -224,3 +224,18 @@ def test_minkowski_layouts_round_trip_and_convert(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "ours"), str(tmp_path / "timm.safetensors"), "--to", "timm"]) == 0
     loaded = convnext.load_pretrained(tmp_path / "ours")
     assert torch.equal(loaded.stages[1][0].dwconv.weight, mae.encoder.stages[1][0].dwconv.weight)
+
+
+def test_checkpointed_encoder_gives_the_same_gradients():
+    mae = small_mae().train()
+    imgs = torch.randn(2, 3, 64, 64, dtype=torch.double)
+    mask = mae.gen_random_mask(imgs, 0.6)
+    grads = []
+    for enable in (False, True):
+        mae.zero_grad()
+        mae.set_grad_checkpointing(enable)
+        mae(imgs, mask=mask)[0].backward()
+        grads.append({k: p.grad.clone() for k, p in mae.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for key in grads[0]:
+        assert max_abs_diff(grads[0][key], grads[1][key]) < 1e-12, key

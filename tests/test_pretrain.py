@@ -98,10 +98,10 @@ def test_pretraining_under_torchrun_and_sigterm(tmp_path):
 
 
 def test_pretraining_under_bf16_autocast(tmp_path, capsys):
-    """--amp bf16 (where the CPU has no bf16 hardware: one line, float32) trains and validates."""
+    """--amp bf16 (where the CPU has no bf16 hardware: one line, float32) and --grad-checkpointing train."""
     run_dir = tmp_path / "bf16"
-    assert main(["pretrain", *QUICK, "--epochs", "1", "--max-steps", "3", "--amp", "bf16", "--output-dir",
-                 str(run_dir), "--json"]) == 0
+    assert main(["pretrain", *QUICK, "--epochs", "1", "--max-steps", "3", "--amp", "bf16", "--grad-checkpointing",
+                 "--output-dir", str(run_dir), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 3 and torch.isfinite(torch.tensor(summary["val_loss"]))
     assert json.loads((run_dir / "config.json").read_text())["amp"] == "bf16"

@@ -16,6 +16,7 @@ depart from the official code and why.
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .convnext import BlockV2, ConvNeXtV2
 from .layers import GRN, init_weights
@@ -79,6 +80,12 @@ class FCMAE(nn.Module):
             module.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
 
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the encoder's blocks in the backward pass: less memory, same gradients."""
+        self.grad_checkpointing = enable
+
     # --- patches and masks ---------------------------------------------------------------------
     def check_input(self, imgs: torch.Tensor) -> None:
         p = self.patch_size
@@ -131,7 +138,10 @@ class FCMAE(nn.Module):
             keep = self.keep_map(mask, grid, x.shape[-2:]).to(x.dtype)
             x = x * keep
             for block in stage:
-                x = masked_block(block, x, keep)
+                if self.grad_checkpointing and self.training:
+                    x = checkpoint(masked_block, block, x, keep, use_reentrant=False)
+                else:
+                    x = masked_block(block, x, keep)
         return x
 
     def forward_decoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,11 @@ class Pretrainer(Trainer):
         mae = FCMAE(self.recipe.model, mask_ratio=self.recipe.mask_ratio, in_chans=self.data.in_chans)
         if self.run.weights:  # continue from an encoder (any format; its head and norm are not used)
             load_weights(mae.encoder, self.run.weights, reset_head=True)
+        elif self.run.pretrained:  # or from published weights of the same encoder
+            from ..checkpoints.hub import load_pretrained_weights
+
+            tag = None if self.run.pretrained == "default" else self.run.pretrained
+            load_pretrained_weights(mae.encoder, self.recipe.model, tag)
         mae.encoder.data_config = {"mean": self.data.mean, "std": self.data.std,
                                    "input_size": self.data.input_size, "crop_pct": self.recipe.crop_pct}
         return mae
