@@ -6,7 +6,6 @@ official checkpoint loads with `strict=True` and no renaming.
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 

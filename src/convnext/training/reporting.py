@@ -93,7 +93,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], destinati
     plt.close(figure)
 
 
-def plot_reconstructions(rows: dict[str, "torch.Tensor"], destination: Path) -> None:
+def plot_reconstructions(rows: dict, destination: Path) -> None:
     """A grid: one row per entry of `rows` (e.g. original / masked input / reconstruction), one column
     per image; tensors are (N, C, H, W) in [0, 1], grey for one channel.
     """
