@@ -22,6 +22,7 @@ COMMANDS = {
     "roadmap": "convnext.commands.roadmap",
     "export": "convnext.commands.export",
     "bench": "convnext.commands.bench",
+    "serve": "convnext.commands.serve",
 }
 
 

@@ -18,10 +18,8 @@ import torch
 from PIL import Image
 
 from ..checkpoints.atomic import atomic_file
-from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from ..checkpoints.preprocessing import eval_transform
-from ..deploy.gradcam import Cams, grad_cam, overlay
-from ..models.hardware import amp_dtype
+from ..deploy.gradcam import overlay
+from ..deploy.predictor import Predictor, rank
 from ..training.data import IMAGE_EXTENSIONS
 from ..training.ranges import COUNT
 from .common import add_amp_argument, add_model_arguments, load_model
@@ -71,30 +69,6 @@ def read_images(paths: list[Path], mode: str) -> tuple[list[Path], list[Image.Im
     return kept, images
 
 
-class TorchPredictor:
-    def __init__(self, args):
-        self.model = load_model(args)
-        self.device = args.device
-        self.autocast = amp_dtype(args.amp, args.device)
-        config = getattr(self.model, "data_config", None) or {}
-        self.in_chans, self.class_names = self.model.in_chans, getattr(self.model, "class_names", None)
-        self.mean, self.std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
-        self.transform = eval_transform(config.get("input_size", 224), self.mean, self.std,
-                                        config.get("crop_pct", 0.875))
-
-    @torch.no_grad()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        device_type = torch.device(self.device).type
-        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
-            logits = self.model(batch.to(self.device))
-        return logits.float().softmax(dim=1).cpu()
-
-    def cams(self, batch: torch.Tensor, stage: int) -> tuple[Cams, torch.Tensor]:
-        """Grad-CAM maps for the top-1 classes, and the crops in [0, 1] to draw them over."""
-        crops = batch * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
-        return grad_cam(self.model, batch.to(self.device), stage=stage), crops
-
-
 def predictor(args):
     if args.backend == "onnxruntime" and args.amp:
         raise ValueError("--amp is for the torch backend; an ONNX file runs in the precision it was exported in")
@@ -106,7 +80,7 @@ def predictor(args):
         if not args.weights:
             raise ValueError("--backend onnxruntime needs --weights FILE.onnx")
         return OnnxPredictor(args.weights)
-    return TorchPredictor(args)
+    return Predictor(load_model(args), args.device, args.amp)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,19 +91,15 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for start in range(0, len(images), args.batch_size):
         batch = torch.stack([predict.transform(image) for image in images[start : start + args.batch_size]])
-        probabilities = predict(batch)
-        top = probabilities.topk(min(args.top_k, probabilities.shape[1]), dim=1)
-        for path, values, indices in zip(paths[start:], top.values.tolist(), top.indices.tolist()):
-            names = [predict.class_names[i] if predict.class_names else str(i) for i in indices]
-            results.append({"path": str(path), "top": [{"class": n, "index": i, "probability": v}
-                                                       for n, i, v in zip(names, indices, values)]})
+        for path, top in zip(paths[start:], rank(predict(batch), args.top_k, predict.class_names)):
+            results.append({"path": str(path), "top": top})
         if args.cam:
             cams, crops = predict.cams(batch, args.cam_stage)
             for offset, (cam, crop) in enumerate(zip(cams.maps, crops)):
                 result = results[start + offset]
                 destination = Path(args.cam) / f"{Path(result['path']).stem}.cam.png"
                 with atomic_file(destination) as tmp:
-                    overlay(crop, cam.cpu()).save(tmp, format="PNG")
+                    overlay(crop, cam).save(tmp, format="PNG")
                 result["cam"] = {"class_index": cams.classes[offset], "empty": cams.empty[offset],
                                  "grid": cam.tolist(), "file": str(destination)}
     if args.json:

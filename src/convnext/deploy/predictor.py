@@ -1,0 +1,53 @@
+"""A loaded model with its preprocessing: images in, ranked classes (and Grad-CAM maps) out.
+
+`convnext predict` and `convnext serve` both answer through this, so a served answer equals the
+command-line one for the same file.
+
+    predictor = Predictor(model, device="cpu", amp="bf16")
+    batch = torch.stack([predictor.transform(image.convert(predictor.image_mode)) for image in images])
+    ranked = rank(predictor(batch), top_k=5, class_names=predictor.class_names)   # [[{"class", "index", "probability"}, ...], ...]
+"""
+import torch
+from torch import nn
+
+from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..models.hardware import amp_dtype
+from .gradcam import Cams, grad_cam
+
+
+def rank(probabilities: torch.Tensor, top_k: int, class_names: list[str] | None) -> list[list[dict]]:
+    """The top_k classes of each row, most probable first, as `predict --json` prints them."""
+    top = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
+    return [[{"class": class_names[i] if class_names else str(i), "index": i, "probability": p}
+             for i, p in zip(indices, values)] for indices, values in zip(top.indices.tolist(), top.values.tolist())]
+
+
+class Predictor:
+    def __init__(self, model: nn.Module, device: str = "cpu", amp: str | None = None):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.autocast = amp_dtype(amp, device)
+        config = getattr(model, "data_config", None) or {}
+        self.in_chans, self.class_names = model.in_chans, getattr(model, "class_names", None)
+        self.num_classes = model.num_classes
+        self.input_size, self.crop_pct = config.get("input_size", 224), config.get("crop_pct", 0.875)
+        self.mean, self.std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+        self.transform = eval_transform(self.input_size, self.mean, self.std, self.crop_pct)
+
+    @property
+    def image_mode(self) -> str:
+        return "L" if self.in_chans == 1 else "RGB"
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) for a batch of transformed images."""
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+            logits = self.model(batch.to(self.device))
+        return logits.float().softmax(dim=1).cpu()
+
+    def cams(self, batch: torch.Tensor, stage: int = -1, classes: list[int] | None = None) -> tuple[Cams, torch.Tensor]:
+        """Grad-CAM maps (top-1 classes unless given), and the crops in [0, 1] to draw them over."""
+        crops = batch * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
+        cams = grad_cam(self.model, batch.to(self.device), classes=classes, stage=stage)
+        return Cams(cams.maps.cpu(), cams.classes, cams.empty), crops

@@ -1,0 +1,269 @@
+"""The prediction service as a Starlette app: routes, limits, errors as JSON answers.
+
+    POST /v1/predict?top_k=5&cam=1&cam_class=3   image bytes, or multipart with a `file` field
+    GET  /v1/model                               classes, preprocessing, batching and limits
+    GET  /ping, /v2/health/live, /v2/health/ready
+    GET  /metrics                                Prometheus text
+    GET  /                                       the page (one file, works offline)
+
+Every failure is `{"error": "...", "code": N}` with a 4xx status (503/504 for load), logged in one
+line; the next request is answered as if nothing happened.
+"""
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+import torch
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..gradcam import overlay
+from ..predictor import Predictor, rank
+from .batcher import Batcher, Overloaded
+from .images import MEDIA_TYPES, BadImage, decode
+from .metrics import Metrics
+
+log = logging.getLogger("convnext.serve")
+RAW_TYPES = MEDIA_TYPES | {"application/octet-stream", ""}  # "" : no Content-Type at all
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+@dataclass
+class Settings:
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 5.0
+    queue_size: int = 64
+    max_upload_mb: float = 10.0
+    request_timeout_s: float = 30.0
+    cam_stage: int = -1
+
+
+class HTTPError(Exception):
+    def __init__(self, code: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.code, self.message, self.headers = code, message, headers
+
+
+@dataclass
+class Job:
+    image: torch.Tensor  # preprocessed (C, H, W)
+    top_k: int
+    cam: bool
+    cam_class: int | None  # None: the top-1 class
+
+
+def error_response(code: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code}, status_code=code, headers=headers)
+
+
+def png_data_url(picture) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class Service:
+    def __init__(self, predictor: Predictor, settings: Settings, model_name: str):
+        self.predictor, self.settings, self.model_name = predictor, settings, model_name
+        self.metrics = Metrics()
+        self.batcher: Batcher | None = None  # made in the lifespan: it needs the running loop
+        self.ready = False
+
+    # ---- inference thread -------------------------------------------------------------------
+    def answer(self, jobs: list[Job]) -> list[dict]:
+        batch = torch.stack([job.image for job in jobs])
+        probabilities = self.predictor(batch)
+        answers = [{"top": rank(row[None], job.top_k, self.predictor.class_names)[0]}
+                   for job, row in zip(jobs, probabilities)]
+        wanting = [i for i, job in enumerate(jobs) if job.cam]
+        if wanting:
+            classes = [answers[i]["top"][0]["index"] if jobs[i].cam_class is None else jobs[i].cam_class
+                       for i in wanting]
+            cams, crops = self.predictor.cams(batch[wanting], self.settings.cam_stage, classes)
+            for n, i in enumerate(wanting):
+                answers[i]["cam"] = {"class_index": classes[n], "empty": cams.empty[n], "grid": cams.maps[n].tolist(),
+                                     "png": png_data_url(overlay(crops[n], cams.maps[n]))}
+        return answers
+
+    # ---- request side -----------------------------------------------------------------------
+    def parse_query(self, request: Request) -> tuple[int, bool, int | None]:
+        query = request.query_params
+        unknown = set(query) - {"top_k", "cam", "cam_class"}
+        if unknown:
+            raise HTTPError(422, f"unknown query parameter {sorted(unknown)[0]!r} (known: top_k, cam, cam_class)")
+        top_k = query.get("top_k", "5")
+        if not top_k.isdigit() or int(top_k) < 1:
+            raise HTTPError(422, f"top_k must be a positive integer, got {top_k!r}")
+        cam = query.get("cam", "").lower()
+        if cam not in TRUE | FALSE:
+            raise HTTPError(422, f"cam must be 1 or 0, got {cam!r}")
+        cam_class = query.get("cam_class")
+        if cam_class is not None:
+            names = self.predictor.class_names or []
+            if cam_class in names:
+                cam_class = names.index(cam_class)
+            elif cam_class.isdigit() and int(cam_class) < self.predictor.num_classes:
+                cam_class = int(cam_class)
+            else:
+                raise HTTPError(422, f"cam_class must be a class name or an index below "
+                                     f"{self.predictor.num_classes}, got {cam_class!r}")
+        return min(int(top_k), self.predictor.num_classes), cam in TRUE or cam_class is not None, cam_class
+
+    async def read_image_bytes(self, request: Request) -> bytes:
+        limit = int(self.settings.max_upload_mb * 2**20)
+        too_large = HTTPError(413, f"body over the {self.settings.max_upload_mb:g} MB limit (--max-upload-mb)")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in RAW_TYPES and media != "multipart/form-data":
+            raise HTTPError(415, f"unsupported media type {media!r}: send the image's bytes "
+                                 "(Content-Type image/png, image/jpeg, ...) or a multipart form with a 'file' field")
+        body, size = [], 0
+        async for chunk in request.stream():  # counted as it arrives: Content-Length may lie or be absent
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            body.append(chunk)
+        data = b"".join(body)
+        return await self.form_file(request, data) if media == "multipart/form-data" else data
+
+    @staticmethod
+    async def form_file(request: Request, data: bytes) -> bytes:
+        async def replay():
+            return {"type": "http.request", "body": data, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+        except HTTPException as error:
+            raise HTTPError(400, f"bad multipart body: {error.detail}") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPError(400, "multipart body needs the image in a file field named 'file'")
+        return await upload.read()
+
+    def preprocess(self, data: bytes) -> torch.Tensor:
+        return self.predictor.transform(decode(data, self.predictor.image_mode))
+
+    async def predict(self, request: Request) -> Response:
+        started = time.perf_counter()
+        top_k, cam, cam_class = self.parse_query(request)
+        data = await self.read_image_bytes(request)
+        request.state.size = len(data)
+        try:
+            image = await run_in_threadpool(self.preprocess, data)
+        except BadImage as error:
+            raise HTTPError(400, str(error)) from None
+        if self.batcher is None:  # only outside a lifespan (a bare ASGI call without startup)
+            raise HTTPError(503, "not started", {"Retry-After": "1"})
+        try:
+            future = self.batcher.submit(Job(image, top_k, cam, cam_class))
+        except Overloaded as error:
+            raise HTTPError(503, f"busy: {error}; retry shortly", {"Retry-After": "1"}) from None
+        remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
+        try:
+            answer, timing = await asyncio.wait_for(future, max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            raise HTTPError(504, f"no answer within {self.settings.request_timeout_s:g} s (--request-timeout-s)") from None
+        request.state.timing = timing
+        answer = {"model": self.model_name, **answer,
+                  "timing_ms": {"queue": round(1000 * timing.queue_s, 3), "infer": round(1000 * timing.infer_s, 3),
+                                "batch_size": timing.batch_size}}
+        return JSONResponse(answer)
+
+    async def describe(self, request: Request) -> Response:
+        p = self.predictor
+        return JSONResponse({
+            "model": self.model_name, "classes": [str(i) for i in range(p.num_classes)] if not p.class_names
+            else list(p.class_names), "in_chans": p.in_chans, "input_size": p.input_size, "crop_pct": p.crop_pct,
+            "mean": list(p.mean), "std": list(p.std), "device": str(p.device),
+            "amp": str(p.autocast).removeprefix("torch.") if p.autocast else None, **asdict(self.settings)})
+
+    async def ping(self, request: Request) -> Response:
+        return JSONResponse({"status": "Healthy" if self.ready else "Unhealthy"}, status_code=200 if self.ready else 503)
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def readiness(self, request: Request) -> Response:
+        return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        batcher = self.batcher
+        text = self.metrics.render(batcher.queue.qsize() if batcher else 0, self.settings.queue_size,
+                                   batcher.batch_sizes if batcher else {})
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    def logged(self, endpoint):
+        """Errors become JSON answers; every request is counted and logged in one line."""
+        async def wrapped(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                response = await endpoint(request)
+            except HTTPError as error:
+                response = error_response(error.code, error.message, error.headers)
+            except Exception:
+                log.exception("internal error on %s", request.url.path)
+                response = error_response(500, "internal error (logged by the server)")
+            self.account(request, response.status_code, time.perf_counter() - started)
+            return response
+        return wrapped
+
+    def account(self, request: Request, status: int, seconds: float, route: str | None = None) -> None:
+        timing = getattr(request.state, "timing", None)
+        self.metrics.record(route or request.url.path, status)
+        details = ""
+        if timing is not None:
+            self.metrics.observe(seconds, timing.queue_s, timing.infer_s)
+            details = (f" queue {1000 * timing.queue_s:.1f} ms infer {1000 * timing.infer_s:.1f} ms"
+                       f" batch {timing.batch_size}")
+        size = getattr(request.state, "size", None)
+        log.info("%s %s %d%s%s total %.1f ms", request.method, request.url.path, status,
+                 f" {size} B" if size is not None else "", details, 1000 * seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        s = self.settings
+        self.batcher = Batcher(self.answer, s.max_batch_size, s.max_batch_delay_ms / 1000, s.queue_size)
+        self.batcher.start()
+        warm_up = asyncio.get_running_loop().create_task(self.warm_up())
+        yield
+        warm_up.cancel()
+        await self.batcher.close()
+
+    async def warm_up(self) -> None:
+        """One batch with a heat map through the inference thread before saying ready."""
+        p = self.predictor
+        blank = torch.zeros(p.in_chans, p.input_size, p.input_size)
+        await self.batcher.call(self.answer, [Job(blank, 1, True, None)])
+        self.ready = True
+        log.info("ready")
+
+    async def not_found(self, request: Request, error: HTTPException) -> Response:
+        self.account(request, error.status_code, 0.0, route="unrouted")  # a label per stray path would grow forever
+        return error_response(error.status_code, f"{error.detail}: {request.method} {request.url.path}")
+
+
+def create_app(predictor: Predictor, settings: Settings | None = None, model_name: str = "convnext") -> Starlette:
+    service = Service(predictor, settings or Settings(), model_name)
+    routes = [("/v1/predict", service.predict, ["POST"]), ("/v1/model", service.describe, ["GET"]),
+              ("/ping", service.ping, ["GET"]), ("/v2/health/live", service.live, ["GET"]),
+              ("/v2/health/ready", service.readiness, ["GET"]), ("/metrics", service.metrics_text, ["GET"]),
+              ("/", service.page, ["GET"])]
+    app = Starlette(routes=[Route(path, service.logged(endpoint), methods=methods) for path, endpoint, methods in routes],
+                    lifespan=service.lifespan, exception_handlers={HTTPException: service.not_found})
+    app.state.service = service
+    return app
