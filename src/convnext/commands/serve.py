@@ -39,10 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
 
+        from ..deploy.serving import Settings, create_app
+    except ImportError as missing:
+        raise ValueError(f"serving needs {missing.name}: pip install 'convnext[serve]'") from None
     from ..deploy.gradcam import spatial_steps
-    from ..deploy.serving import Settings, create_app
 
     model = load_model(args)
     stages = len(spatial_steps(model))
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((args.host, args.port))
+        listener.listen(2048)  # connections made from now on wait in the backlog until uvicorn takes them
     except OSError as error:
         raise OSError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
     host, port = listener.getsockname()[:2]
@@ -65,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=int(args.request_timeout_s) + 5)
     server = uvicorn.Server(config)
     print(f"serving {app.state.service.model_name} on http://{host}:{port}/ (Ctrl+C to stop)", flush=True)
-    stops = []
-    for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal after its graceful exit
-        signal.signal(signum, lambda signum, frame: stops.append(signum))
+    for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal after its graceful exit:
+        signal.signal(signum, lambda *_: None)       # that one has been handled, exit 0
     server.run(sockets=[listener])
     print("stopped", flush=True)
     return 0
