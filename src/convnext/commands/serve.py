@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections: no Nagle wait
     try:
         listener.bind((args.host, args.port))
         listener.listen(2048)  # connections made from now on wait in the backlog until uvicorn takes them
