@@ -1,0 +1,102 @@
+"""Does the Grad-CAM peak fall on the object that decides the class? (docs/serving.md)
+
+A synthetic task: 96² images of smooth grey texture holding one coloured shape (disc, square or
+triangle) at a random position, the class being its colour (red, green, blue), or no shape (a fourth
+class, so that every colour class needs evidence of its own). A small model is trained from scratch
+on fresh images each step, either until held-out accuracy reaches --stop-at or for --steps; then, on
+200 new shape images, the share whose upsampled heat-map peak lies inside the shape, per stage.
+
+    python scripts/gradcam_localisation.py [--model convnext_test] [--seeds 5] [--stop-at 0.95 | --steps 1500]
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+import convnext
+from convnext.deploy.gradcam import grad_cam, spatial_steps
+from convnext.models.hardware import describe
+
+SIZE = 96
+
+
+def shape_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images normalised, labels 0-2 colour / 3 none, masks of the shape)."""
+    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    images, masks = [], []
+    for label in labels.tolist():
+        form, radius = int(torch.randint(0, 3, (1,), generator=generator)), int(torch.randint(11, 16, (1,), generator=generator))
+        cy, cx = (int(v) for v in torch.randint(radius + 1, SIZE - radius - 1, (2,), generator=generator))
+        dy, dx = (rows - cy).float(), (cols - cx).float()
+        mask = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
+                (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))][form]
+        texture = F.interpolate(torch.rand(1, 1, 12, 12, generator=generator), size=(SIZE, SIZE), mode="bilinear")[0, 0]
+        image = (0.45 + 0.1 * texture + 0.03 * torch.randn(SIZE, SIZE, generator=generator)).expand(3, -1, -1)
+        if label == 3:
+            mask = torch.zeros_like(mask)
+        else:
+            colour = torch.full((3, 1, 1), 0.15)
+            colour[label] = 0.95
+            image = torch.where(mask, colour, image)
+        images.append(image)
+        masks.append(mask)
+    return (torch.stack(images) - 0.45) / 0.25, labels, torch.stack(masks)
+
+
+def train(model_name: str, seed: int, stop_at: float | None, steps: int) -> tuple[torch.nn.Module, int, float]:
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = convnext.create_model(model_name, num_classes=4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.05)
+    x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed))
+    for step in range(1, steps + 1):
+        x, y, _ = shape_images(32, generator)
+        loss = F.cross_entropy(model.train()(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if stop_at is not None and step % 25 == 0:
+            with torch.no_grad():
+                if (model.eval()(x_val).argmax(1) == y_val).float().mean() >= stop_at:
+                    break
+    return model.eval(), step, loss.item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="convnext_test")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--stop-at", type=float, help="stop training at this held-out accuracy (checked every 25 steps)")
+    parser.add_argument("--steps", type=int, default=1500, help="the most training steps")
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args()
+    print(describe("cpu"))
+    rows = []
+    for seed in range(args.seeds):
+        started = time.perf_counter()
+        model, steps, loss = train(args.model, seed, args.stop_at, args.steps)
+        x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed))
+        keep = (y < 3).nonzero()[:200, 0]
+        x, y, masks = x[keep], y[keep], masks[keep]
+        with torch.no_grad():
+            accuracy = (model(x).argmax(1) == y).float().mean().item()
+        row = {"seed": seed, "steps": steps, "last_loss": round(loss, 4), "accuracy": accuracy,
+               "seconds": round(time.perf_counter() - started, 1), "inside": {}, "empty": {}}
+        for stage in range(len(spatial_steps(model)) - 1):  # the last map is 3x3 at 96²
+            cams = grad_cam(model, x, stage=stage)
+            up = F.interpolate(cams.maps[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+            peaks = up.flatten(1).argmax(1)
+            row["inside"][stage] = round(masks.flatten(1)[torch.arange(len(y)), peaks].float().mean().item(), 3)
+            row["empty"][stage] = sum(cams.empty)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump({"cpu": describe("cpu"), "args": vars(args), "rows": rows}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
