@@ -16,6 +16,7 @@ from .keymaps import (
     TORCHVISION_RULES,
     Rule,
     hf_rules,
+    hf_upernet_rules,
     timm_rules,
 )
 
@@ -62,6 +63,8 @@ def rules_for(fmt: str, arch: str, conv_mlp: bool = False) -> list[Rule] | None:
         return timm_rules(conv_mlp)
     if fmt == "torchvision":
         return TORCHVISION_RULES
+    if fmt == "hf-upernet":
+        return hf_upernet_rules()
     return hf_rules("convnextv2" if arch == "convnextv2" else "convnext")
 
 

@@ -106,16 +106,29 @@ def hf_rules(prefix: str) -> list[Rule]:
     ]
 
 
+def hf_upernet_rules() -> list[Rule]:
+    """transformers `UperNetForSemanticSegmentation` on a ConvNext(V2) backbone (`openmmlab/upernet-convnext-*`):
+    the backbone keys as transformers' ConvNext under `backbone.`, the per-stage norms as
+    `hidden_states_norms.stageN`, and the heads under the names our `UperNet` already uses."""
+    backbone = [Rule(r"backbone\." + rule.pattern, rule.target) for rule in hf_rules("backbone")
+                if not rule.pattern.startswith(("norm", "head"))]
+    return [*backbone,
+            Rule(r"backbone\.norm(\d)\.(weight|bias)", lambda m: f"backbone.hidden_states_norms.stage{int(m[1]) + 1}.{m[2]}"),
+            Rule(r"((decode_head|auxiliary_head)\..+)", r"\1")]
+
+
 # Which networks each peer's models hold: ConvNeXt V1 ("convnext"), V2, isotropic, or a bottleneck
 # ResNet (the roadmap's first steps). The official format is our own names, so it holds every model.
 PEER_LAYOUTS = {
     "timm": ("convnext", "convnextv2", "resnet"),  # timm's ResNet keys are torchvision's
     "torchvision": ("convnext", "resnet"),
     "hf": ("convnext", "convnextv2"),
+    "hf-upernet": ("convnext", "convnextv2"),  # UperNet segmentation models on these backbones
 }
 
 # A key that only one format has, to tell formats apart (checked in this order).
 MARKERS = {
+    "hf-upernet": re.compile(r"^backbone\.embeddings\.patch_embeddings\."),
     "hf": re.compile(r"^(convnext|convnextv2)\.embeddings\."),
     "torchvision": re.compile(r"^(features\.0\.0\.weight|conv1\.weight)$"),
     "timm": re.compile(r"^stem\.0\.weight$"),

@@ -1,4 +1,4 @@
-"""Convert a ConvNeXt checkpoint between formats: ours, official, timm, torchvision, hf.
+"""Convert a ConvNeXt checkpoint between formats: ours, official, timm, torchvision, hf, hf-upernet.
 
     convnext convert convnext_tiny_1k_224_ema.pth out/ --to ours
     convnext convert runs/my-run timm_weights.safetensors --to timm
@@ -6,6 +6,7 @@
     convnext convert in22k.pth ft/ --to ours --num-classes 10 --reset-head
     convnext convert runs/my-run hf_dir/ --to hf           # from_pretrained and pipeline() load it
     convnext convert runs/my-run timm_dir --to timm        # timm.create_model("local-dir:timm_dir", pretrained=True)
+    convnext convert upernet-convnext-tiny/ upernet/ --to ours  # transformers' UperNet-ConvNeXt, for convnext segment
 
 The source format and the variant are read off the tensors (a published model before a roadmap
 step); every tensor must be used and filled, or the conversion fails naming the keys. A format with no
@@ -13,8 +14,10 @@ such model is refused in one line. The destination is written atomically.
 """
 import argparse
 
+from ..checkpoints.atomic import atomic_file
 from ..checkpoints.convert import FORMATS
-from ..checkpoints.files import write_checkpoint
+from ..checkpoints.dense import DENSE_FORMAT, dense_state, is_upernet, load_dense, save_dense
+from ..checkpoints.files import read_checkpoint, write_checkpoint
 from ..checkpoints.weights import load_weights, save_pretrained
 from ..training.ranges import COUNT
 
@@ -35,7 +38,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-head", action="store_true", help="keep a freshly initialised head (fine-tuning)")
 
 
+def convert_dense(args: argparse.Namespace) -> int:
+    """Segmentation and detection models: ours, official (our names in one file) or hf-upernet."""
+    import safetensors.torch
+    import torch
+
+    model = load_dense(args.source)
+    if args.to == "ours":
+        save_dense(model, args.destination)
+    elif args.to in ("official", "hf-upernet"):
+        state = dense_state(model, args.to)
+        with atomic_file(args.destination) as tmp:
+            if str(args.destination).endswith(".safetensors"):
+                safetensors.torch.save_file(state, tmp, metadata={"format": "pt"})
+            else:
+                torch.save(state, tmp)
+    else:
+        raise ValueError(f"a {type(model).__name__} converts to ours, official or hf-upernet, not {args.to}")
+    print(f"converted {args.source} -> {args.destination} ({args.to}): {type(model).__name__} on "
+          f"{model.model_name}, {len(model.state_dict())} tensors")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    state, config = read_checkpoint(args.source)
+    if config.get("format") == DENSE_FORMAT or is_upernet(state):
+        return convert_dense(args)
+    if args.to == "hf-upernet":
+        raise ValueError("hf-upernet holds UperNet segmentation models; this checkpoint is a classifier")
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = load_weights(args.model, args.source, format=args.source_format, reset_head=args.reset_head, **overrides)
     class_names = getattr(model, "class_names", None)

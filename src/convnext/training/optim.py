@@ -42,6 +42,35 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
     return list(groups.values())
 
 
+def dense_layer_id(name: str, num_layers: int, mode: str = "layer_wise") -> int:
+    """Layer index of a detection/segmentation model's parameter, by the official downstream rules
+    (`layer_decay_optimizer_constructor.py`): the backbone's stem and stages as in classification
+    ("layer_wise") or one id per stage with every downsampling layer at 0 ("stage_wise"); the neck,
+    the heads and the per-stage norms `norm0..3` at num_layers + 1, which is lr scale 1."""
+    match = re.match(r"backbone\.(?:body\.)?((downsample_layers|stages)\..*)", name)
+    if match is None:
+        return num_layers + 1
+    inner = match[1]
+    if mode == "stage_wise":
+        return 0 if inner.startswith("downsample_layers") else int(inner.split(".")[1]) + 1
+    return layer_id(inner, num_layers)
+
+
+def dense_param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None, num_layers: int,
+                       mode: str = "layer_wise") -> list[dict]:
+    """AdamW groups for a detector or segmenter: lr scale layer_decay ** (num_layers + 1 - id)."""
+    groups: dict[tuple[bool, int], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = dense_layer_id(name, num_layers, mode) if layer_decay else num_layers + 1
+        key = (decays(name, param), layer)
+        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if key[0] else 0.0,
+                                        "lr_scale": layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0})
+        group["params"].append(param)
+    return list(groups.values())
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
                     beta2: float = 0.999) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay, layer_decay)

@@ -1,0 +1,84 @@
+"""ConvNeXt for object detection and instance segmentation on torchvision's Faster/Mask R-CNN.
+
+The backbone is `ConvNeXtBackbone` (the four stage maps with the official per-stage LayerNorms) into
+torchvision's `FeaturePyramidNetwork` with a max-pool level, as in the official Mask R-CNN config
+(FPN of 256 channels, 5 levels). Everything after it (RPN, RoIAlign, box and mask heads, the losses,
+the resize/normalise transform) is torchvision's, with the official settings where they differ from
+torchvision's defaults.
+
+    model = maskrcnn_convnext("convnext_tiny", num_classes=81)      # 80 COCO classes + background
+    losses = model(images, targets)                                 # train mode: a dict of losses
+    detections = model.eval()(images)                               # [{boxes, labels, scores, masks}]
+"""
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.ops import FeaturePyramidNetwork
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from .backbone import ConvNeXtBackbone
+from .registry import create_model
+
+# Stochastic depth of the official downstream configs (detection: Mask R-CNN T, Cascade S/B/L/XL;
+# segmentation: UperNet). Sizes the papers did not train downstream get the classification default.
+DETECTION_DROP_PATH = {"tiny": 0.4, "small": 0.6, "base": 0.7, "large": 0.7, "xlarge": 0.8}
+SEGMENTATION_DROP_PATH = {"tiny": 0.4, "small": 0.3, "base": 0.4, "large": 0.4, "xlarge": 0.4, "huge": 0.4}
+SMALL_DROP_PATH = 0.1
+TRAIN_SIZES = tuple(range(480, 801, 32))  # shorter side, one drawn per image (the official multi-scale policy)
+
+
+def size_of(name: str) -> str:
+    return name.rsplit("_", 1)[-1]
+
+
+def default_drop_path(name: str, table: dict[str, float]) -> float:
+    return table.get(size_of(name), SMALL_DROP_PATH)
+
+
+def trunk(model_or_name: nn.Module | str, drop_path_rate: float | None, table: dict[str, float]) -> nn.Module:
+    """The classification network whose stages become the backbone (weights, if any, already loaded)."""
+    if isinstance(model_or_name, str):
+        rate = default_drop_path(model_or_name, table) if drop_path_rate is None else drop_path_rate
+        return create_model(model_or_name, drop_path_rate=rate)
+    return model_or_name
+
+
+class ConvNeXtFPN(nn.Module):
+    """ConvNeXt maps at strides 4-32 into a feature pyramid: OrderedDict '0'..'3' and 'pool' (stride 64)."""
+
+    def __init__(self, backbone: ConvNeXtBackbone, out_channels: int = 256):
+        super().__init__()
+        self.body = backbone  # names as torchvision's BackboneWithFPN: backbone.body.*, backbone.fpn.*
+        self.fpn = FeaturePyramidNetwork(backbone.out_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels  # torchvision's detectors read this
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(self.body(x))))
+
+
+def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, max_size, **kwargs):
+    classifier = trunk(model_or_name, drop_path_rate, DETECTION_DROP_PATH)
+    backbone = ConvNeXtFPN(ConvNeXtBackbone(classifier))
+    # The official configs keep 1000 proposals per image after NMS in training (torchvision: 2000).
+    kwargs.setdefault("rpn_post_nms_top_n_train", 1000)
+    model = cls(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs)
+    model.model_name = getattr(classifier, "model_name", model_or_name if isinstance(model_or_name, str) else None)
+    return model
+
+
+def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
+                      min_size=TRAIN_SIZES, max_size: int = 1333, **kwargs) -> MaskRCNN:
+    """Mask R-CNN with a ConvNeXt-FPN backbone. `num_classes` counts the background (COCO: 81).
+
+    `model_or_name`: a registry name, or a classification model whose weights are the start.
+    Other keywords go to torchvision's `MaskRCNN` (anchors, RoI heads, thresholds, ...).
+    """
+    return _detector(MaskRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
+
+
+def fasterrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
+                        min_size=TRAIN_SIZES, max_size: int = 1333, **kwargs) -> FasterRCNN:
+    """Faster R-CNN with a ConvNeXt-FPN backbone: boxes only."""
+    return _detector(FasterRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
