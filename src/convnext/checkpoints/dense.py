@@ -73,7 +73,7 @@ def save_dense(model: nn.Module, directory: str | Path, class_names: list[str] |
     builder = builder_of(model)
     config = {"format": DENSE_FORMAT, "task": TASKS[builder], "builder": builder, "backbone": model.model_name,
               "in_chans": model.backbone.in_chans if isinstance(model, UperNet) else model.backbone.body.in_chans,
-              "num_classes": model.num_classes if isinstance(model, UperNet) else model.roi_heads.box_predictor.cls_score.out_features,
+              "num_classes": model.num_classes,
               "head": getattr(model, "config", {}), "class_names": class_names or getattr(model, "class_names", None)}
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

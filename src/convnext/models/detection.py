@@ -58,13 +58,26 @@ class ConvNeXtFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(self.body(x))))
 
 
-def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, max_size, **kwargs):
+OFFICIAL_ANCHORS = (32, 64, 128, 256, 512)  # one size per pyramid level, ratios 0.5, 1, 2
+
+
+def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, max_size, fpn_channels: int = 256,
+              anchor_sizes=OFFICIAL_ANCHORS, **kwargs):
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
     classifier = trunk(model_or_name, drop_path_rate, DETECTION_DROP_PATH)
-    backbone = ConvNeXtFPN(ConvNeXtBackbone(classifier))
+    backbone = ConvNeXtFPN(ConvNeXtBackbone(classifier), fpn_channels)
     # The official configs keep 1000 proposals per image after NMS in training (torchvision: 2000).
     kwargs.setdefault("rpn_post_nms_top_n_train", 1000)
-    model = cls(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size, **kwargs)
+    anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+    model = cls(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                rpn_anchor_generator=anchors, **kwargs)
     model.model_name = getattr(classifier, "model_name", model_or_name if isinstance(model_or_name, str) else None)
+    model.num_classes = num_classes
+    # What rebuilds it from a file (checkpoints/dense.py): every setting that shapes a tensor or an answer.
+    model.config = {"min_size": list(min_size) if isinstance(min_size, tuple) else min_size, "max_size": max_size,
+                    "fpn_channels": fpn_channels, "anchor_sizes": list(anchor_sizes),
+                    **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))}}
     return model
 
 
@@ -73,7 +86,8 @@ def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_pat
     """Mask R-CNN with a ConvNeXt-FPN backbone. `num_classes` counts the background (COCO: 81).
 
     `model_or_name`: a registry name, or a classification model whose weights are the start.
-    Other keywords go to torchvision's `MaskRCNN` (anchors, RoI heads, thresholds, ...).
+    `fpn_channels` (256), `anchor_sizes` (32..512, one per level); other keywords go to torchvision's
+    `MaskRCNN` (RoI sampling, thresholds, ...).
     """
     return _detector(MaskRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
 

@@ -72,8 +72,9 @@ def dense_param_groups(model: nn.Module, weight_decay: float, layer_decay: float
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,
-                    beta2: float = 0.999) -> torch.optim.AdamW:
-    groups = param_groups(model, weight_decay, layer_decay)
+                    beta2: float = 0.999, groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over `groups` (default: the classification groups), each at lr x its lr_scale."""
+    groups = groups if groups is not None else param_groups(model, weight_decay, layer_decay)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
     # The fused kernel updates every tensor in one pass: on a CPU 3.5x faster than the default loop for
@@ -82,12 +83,28 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_deca
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), fused=fused or None)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                  min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration schedule: linear warm-up to the peak, then cosine down to min_lr_ratio x peak."""
+# After warm-up, the lr factor as a function of progress in [0, 1] and the final ratio.
+SCHEDULES = {
+    "cosine": lambda progress, floor: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)),
+    # mmdet's "3x": x0.1 at epochs 27 and 33 of 36 (the official detection schedule)
+    "step": lambda progress, floor: 1.0 if progress < 27 / 36 else 0.1 if progress < 33 / 36 else 0.01,
+    # mmseg's poly, power 1, to the floor (the official segmentation schedule)
+    "poly": lambda progress, floor: floor + (1 - floor) * (1 - progress),
+}
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, min_lr_ratio: float,
+                shape: str = "cosine") -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: linear warm-up to the peak, then `shape` (cosine, step or poly)."""
+    after = SCHEDULES[shape]
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return after(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)), min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                  min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    return lr_schedule(optimizer, total_steps, warmup_steps, min_lr_ratio, "cosine")

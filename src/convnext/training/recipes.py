@@ -5,6 +5,7 @@ at `lr_base_batch` and scaled linearly to the effective batch (batch x processes
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .optim import SCHEDULES
 from .ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range
 
 MAGNITUDE = Range(int, low=0, high=30)  # torchvision's RandAugment has 31 magnitude bins
@@ -46,12 +47,19 @@ class Recipe:
     input_size: int | None = option(224, "None: fit the data (small images stay small)", COUNT)
     crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
     mask_ratio: float = option(0.6, "FCMAE pre-training: share of 32-pixel patches masked", DROP_RATE)
+    schedule: str = option("cosine", "lr after warm-up: cosine, step (x0.1 at 27/36 and 33/36: detection 3x) "
+                                     "or poly (power 1: segmentation)")
+    rois_per_image: int = option(512, "detection: RoIs sampled per image for the box head", COUNT)
+    head_width: int | None = option(None, "dense heads' channels: FPN (official 256) or UperNet (official 512); "
+                                          "None: official", COUNT)
 
     def __post_init__(self):
         """Refuse a value outside its field's range (and a warm-up longer than the run) at once."""
         for f in fields(self):
             if "range" in f.metadata:
                 f.metadata["range"].check(f.name, getattr(self, f.name))
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs must be ≤ epochs ({self.epochs}), got {self.warmup_epochs}")
 
@@ -102,3 +110,27 @@ PRETRAIN_RECIPES = {
 # symmetric), a higher rate and a short warm-up for a run of minutes.
 PRETRAIN_RECIPES["fcmae_small"] = replace(PRETRAIN_RECIPES["fcmae"], epochs=30, lr=1.5e-3, warmup_epochs=3,
                                           hflip=0.0, input_size=96)
+
+# Dense prediction. The official configs (../shared/reference/dense.md §1): Mask R-CNN 3x on COCO with
+# ConvNeXt-T (36 epochs, lr 1e-4 at batch 16, x0.1 at 27 and 33, 500-iteration warm-up (0.07 epoch of
+# COCO), layer-wise decay 0.95, drop path 0.4, 800-pixel short side) and UperNet on ADE20K (160k
+# iterations at batch 16 = 127 epochs of 20k images, poly, 1500-iteration warm-up, stage-wise 0.9,
+# 512 crops). The small presets train on the built-in shapes in minutes on a CPU.
+DETECT_RECIPES = {
+    "coco_3x": Recipe(model="convnext_tiny", epochs=36, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
+                      warmup_epochs=0.07, weight_decay=0.05, layer_decay=0.95, label_smoothing=0.0, mixup=0.0,
+                      cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
+                      input_size=800, schedule="step"),
+}
+DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], model="convnext_atto", epochs=12, batch_size=4,
+                                   lr=2e-4, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
+                                   input_size=128, schedule="cosine", rois_per_image=64, head_width=64)
+SEGMENT_RECIPES = {
+    "ade20k_160k": Recipe(model="convnext_tiny", epochs=127, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
+                          warmup_epochs=1.2, weight_decay=0.05, layer_decay=0.9, label_smoothing=0.0, mixup=0.0,
+                          cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
+                          input_size=512, schedule="poly"),
+}
+SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=10, batch_size=8,
+                                    lr=1e-3, lr_base_batch=8, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
+                                    input_size=128, head_width=128)

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 METRICS_FILE = "metrics.csv"
 COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "epoch_s"]
 LOSS_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "epoch_s"]  # pre-training: no accuracy
+DETECTION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_AP", "val_AP50", "val_AP75", "val_mask_AP", "epoch_s"]
+SEGMENTATION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_mIoU", "val_mAcc", "val_aAcc", "epoch_s"]
 
 
 class RunLog:
@@ -52,25 +54,23 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_curves(metrics_csv: Path, destination: Path) -> None:
+    """Loss curves, and beside them every other validation score (top-1/top-5, AP, mIoU ...) in %."""
     rows = read_metrics(metrics_csv)
     epochs = [int(r["epoch"]) for r in rows]
-    accuracy = bool(rows) and "val_top1" in rows[0]
-    figure, axes = plt.subplots(1, 2 if accuracy else 1, figsize=(10 if accuracy else 5, 4), squeeze=False)
+    scores = [c for c in (rows[0] if rows else {}) if c.startswith("val_") and c != "val_loss"]
+    figure, axes = plt.subplots(1, 2 if scores else 1, figsize=(10 if scores else 5, 4), squeeze=False)
     loss_ax = axes[0][0]
     loss_ax.plot(epochs, [float(r["train_loss"]) for r in rows], label="train")
-    loss_ax.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
+    if rows and rows[0].get("val_loss") not in (None, ""):
+        loss_ax.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     loss_ax.legend()
-    if not accuracy:  # pre-training
-        figure.tight_layout()
-        figure.savefig(destination, dpi=100)
-        plt.close(figure)
-        return
-    acc_ax = axes[0][1]
-    acc_ax.plot(epochs, [100 * float(r["val_top1"]) for r in rows], label="top-1")
-    acc_ax.plot(epochs, [100 * float(r["val_top5"]) for r in rows], label="top-5")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Validation accuracy")
-    acc_ax.legend()
+    if scores:
+        score_ax = axes[0][1]
+        for column in scores:
+            score_ax.plot(epochs, [100 * float(r[column]) for r in rows], label=column.removeprefix("val_"))
+        score_ax.set(xlabel="epoch", ylabel="%", title="Validation")
+        score_ax.legend()
     figure.tight_layout()
     figure.savefig(destination, dpi=100)
     plt.close(figure)

@@ -26,7 +26,7 @@ from ..models.registry import create_model, model_options
 from . import distributed, reporting, run_state
 from .data import DataBundle, EpochSampler, build_data
 from .evaluation import evaluate
-from .optim import build_optimizer, warmup_cosine
+from .optim import build_optimizer, lr_schedule
 from .recipes import Recipe
 
 CONFIG_FILE = "config.json"
@@ -114,6 +114,7 @@ class Trainer:
 
     task = "classify"
     columns = reporting.COLUMNS  # metrics.csv
+    collate = None  # the DataLoader's default: stacked tensors
 
     def __init__(self, recipe: Recipe, run: RunConfig, run_dir: Path, context: distributed.Context):
         self.recipe, self.run, self.run_dir, self.ctx = recipe, run, run_dir, context
@@ -134,23 +135,25 @@ class Trainer:
         self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
         self.sampler = EpochSampler(len(self.data.train), True, run.seed, context.rank, context.world_size)
         self.loader = DataLoader(self.data.train, recipe.batch_size, sampler=self.sampler, drop_last=True,
-                                 num_workers=run.workers, generator=torch.Generator().manual_seed(run.seed))
+                                 num_workers=run.workers, generator=torch.Generator().manual_seed(run.seed),
+                                 collate_fn=self.collate)
         val_sampler = EpochSampler(len(self.data.val), False, run.seed, context.rank, context.world_size)
-        self.val_loader = DataLoader(self.data.val, recipe.batch_size, sampler=val_sampler, num_workers=run.workers)
+        self.val_loader = DataLoader(self.data.val, recipe.batch_size, sampler=val_sampler, num_workers=run.workers,
+                                     collate_fn=self.collate)
         self.steps_per_epoch = len(self.loader) // recipe.accum_steps
         if self.steps_per_epoch == 0:
             raise TrainingError(f"{len(self.data.train)} training images are fewer than one effective batch "
                                 f"({self.effective_batch}); lower --batch-size")
         total = self.steps_per_epoch * recipe.epochs
-        self.optimizer = build_optimizer(self.model, self.lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2)
-        self.scheduler = warmup_cosine(self.optimizer, total, round(recipe.warmup_epochs * self.steps_per_epoch),
-                                       recipe.min_lr / self.lr)
+        self.optimizer = self.build_optimizer()
+        self.scheduler = lr_schedule(self.optimizer, total, round(recipe.warmup_epochs * self.steps_per_epoch),
+                                     recipe.min_lr / self.lr, recipe.schedule)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                     if recipe.ema_decay else None)
         self.autocast = amp_dtype(run.amp, context.device)  # None, with one line said, without the hardware
         self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
         self.mixer = _mixer(recipe, self.num_classes)
-        self.network = DistributedDataParallel(self.model) if context.distributed else self.model
+        self.network = self.distribute(self.model) if context.distributed else self.model
         if run.compile:
             self.network = torch.compile(self.network)
         self.epoch, self.step_in_epoch, self.global_step, self.best_top1 = 0, 0, 0, float("-inf")  # best score so far
@@ -164,6 +167,23 @@ class Trainer:
 
     def build_model(self) -> torch.nn.Module:
         return _build_model(self.recipe, self.run, self.data)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        return build_optimizer(self.model, self.lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2)
+
+    def distribute(self, model: torch.nn.Module) -> torch.nn.Module:
+        return DistributedDataParallel(model)
+
+    def prepare(self, batch) -> tuple:
+        """A loader batch -> (inputs, targets) on the device, as `loss` takes them."""
+        images, labels = batch
+        images, labels = images.to(self.ctx.device), labels.to(self.ctx.device)
+        if self.run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.mixer is not None:
+            images, labels = self.mixer(images, labels)
+        return images, labels
 
     def check_input_size(self, size: int) -> None:
         if size < self.model.min_input_size:
@@ -244,12 +264,7 @@ class Trainer:
                    desc=f"epoch {self.epoch + 1}/{recipe.epochs}", unit="step", mininterval=1.0)
         while self.step_in_epoch < self.steps_per_epoch:
             for micro in range(accum):
-                images, labels = next(batches)
-                images, labels = images.to(self.ctx.device), labels.to(self.ctx.device)
-                if self.run.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                if self.mixer is not None:
-                    images, labels = self.mixer(images, labels)
+                images, labels = self.prepare(next(batches))
                 sync = micro == accum - 1 or not self.ctx.distributed
                 with self.network.no_sync() if not sync else contextlib.nullcontext():
                     loss = self.loss(images, labels)
@@ -378,7 +393,8 @@ def _train(recipe: Recipe, run: RunConfig, say, resume_dir: Path | None, context
     return summary
 
 
-COMMAND = {"classify": "convnext train", "fcmae": "convnext pretrain"}
+COMMAND = {"classify": "convnext train", "fcmae": "convnext pretrain", "detect": "convnext detect train",
+           "segment": "convnext segment train"}
 
 
 def resume(run_dir: str | Path, say=print, max_steps: int | None = None,

@@ -1,0 +1,228 @@
+"""Detection and segmentation data in the forms people have them.
+
+Detection: COCO JSON through torchvision's `CocoDetection`, wrapped for transforms v2 so boxes and
+masks move with the image; labels become 1..K in the order of the file's categories (0 is the
+background torchvision's detectors reserve). Segmentation: an images folder and a masks folder of
+index PNGs with the same stems (255 = ignore). Both under ROOT/{train,val}/; the built-in shapes set
+has that layout. Every annotation is checked before training: a bad one is one line naming the file
+and the record, or, with on_bad_sample="skip", is counted and left out.
+"""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..data import seed_cpu_rng
+from .segmentation_metrics import IGNORE
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class BadSample(ValueError):
+    """An annotation or mask that does not fit its image; the message names the file and the record."""
+
+
+@dataclass
+class DenseData:
+    train: Dataset
+    val: Dataset
+    class_names: list[str]  # without the background for detection; with it (index 0) for segmentation
+    input_size: int
+    in_chans: int = 3
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    skipped: list[str] = field(default_factory=list)
+
+
+class Seeded(Dataset):
+    """(image, target) through `transform`, with the RNG seeded from (seed, epoch, index)."""
+
+    def __init__(self, dataset: Dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            seed_cpu_rng(self.seed, self.epoch, index)
+            return self.transform(image, target)
+
+
+# --- detection --------------------------------------------------------------------------------------------
+
+def check_coco(coco, images_dir: Path, source: Path, on_bad_sample: str, skipped: list[str]) -> list[int]:
+    """Drop (or refuse) annotations outside their image, of unknown categories or degenerate, and
+    images whose file is missing; returns the image ids kept."""
+    categories = set(coco.cats)
+    kept_ids = []
+    for image_id, image in coco.imgs.items():
+        if not (images_dir / image["file_name"]).is_file():
+            problem = f"{source}: image {image_id} ({image['file_name']}): file not found in {images_dir}"
+            if on_bad_sample != "skip":
+                raise BadSample(problem)
+            skipped.append(problem)
+            continue
+        kept_ids.append(image_id)
+        for annotation in list(coco.imgToAnns.get(image_id, [])):
+            x, y, w, h = annotation["bbox"]
+            problem = None
+            if annotation["category_id"] not in categories:
+                problem = f"category_id {annotation['category_id']} is not among the categories {sorted(categories)}"
+            elif w <= 0 or h <= 0:
+                problem = f"box {annotation['bbox']} has no area"
+            elif x < -1 or y < -1 or x + w > image["width"] + 1 or y + h > image["height"] + 1:
+                problem = f"box {annotation['bbox']} (x, y, w, h) lies outside the {image['width']}x{image['height']} image"
+            if problem:
+                line = f"{source}: annotation {annotation['id']} (image {image['file_name']}): {problem}"
+                if on_bad_sample != "skip":
+                    raise BadSample(line)
+                skipped.append(line)
+                coco.imgToAnns[image_id].remove(annotation)
+                del coco.anns[annotation["id"]]
+    return kept_ids
+
+
+class CocoInstances(Dataset):
+    """(image tv_tensor, {"image_id", "boxes" XYXY, "labels" 1..K, "masks"}) from a COCO JSON file."""
+
+    def __init__(self, split_dir: Path, on_bad_sample: str = "error", skipped: list[str] | None = None):
+        from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+        import contextlib
+        import io
+
+        source = split_dir / "annotations.json"
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no COCO annotation file (expected ROOT/{{train,val}}/annotations.json)")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
+                coco_dataset = CocoDetection(str(split_dir / "images"), str(source))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise BadSample(f"{source}: not a COCO annotation file ({type(error).__name__}: {error})") from None
+        self.coco = coco_dataset.coco
+        coco_dataset.ids = check_coco(self.coco, split_dir / "images", source, on_bad_sample,
+                                      skipped if skipped is not None else [])
+        self.category_ids = sorted(self.coco.cats)
+        self.label_of = {category: n + 1 for n, category in enumerate(self.category_ids)}
+        self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
+        self.ids = coco_dataset.ids
+        self.dataset = wrap_dataset_for_transforms_v2(coco_dataset, target_keys=("image_id", "boxes", "labels", "masks"))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
+        height, width = image.shape[-2:]
+        if "boxes" not in target:  # an image without annotations: an empty target, not a missing one
+            target["boxes"] = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width))
+            target["labels"] = torch.zeros(0, dtype=torch.int64)
+            target["masks"] = tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8))
+        target["labels"] = torch.as_tensor([self.label_of[int(c)] for c in target["labels"]], dtype=torch.int64)
+        return image, target
+
+
+def detection_transforms(train: bool, hflip: float) -> v2.Compose:
+    """To float in [0, 1] (the detector normalises and resizes itself), flips for training, and
+    boxes that degenerated dropped with their labels and masks."""
+    steps = [v2.RandomHorizontalFlip(hflip)] if train and hflip else []
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes(min_size=1)])
+
+
+def detection_data(root: Path, seed: int, hflip: float = 0.5, on_bad_sample: str = "error",
+                   subset: int | None = None) -> DenseData:
+    skipped: list[str] = []
+    splits = {name: CocoInstances(root / name, on_bad_sample, skipped) for name in ("train", "val")}
+    if splits["train"].class_names != splits["val"].class_names:
+        raise BadSample(f"{root}: train and val name different categories")
+    first = splits["train"].coco.imgs[splits["train"].ids[0]]
+    train = Seeded(_limit(splits["train"], subset), detection_transforms(True, hflip), seed)
+    val = Seeded(_limit(splits["val"], subset), detection_transforms(False, 0.0), seed)
+    val.coco, val.ids, val.label_of = splits["val"].coco, splits["val"].ids[: len(val)], splits["val"].label_of
+    return DenseData(train, val, splits["train"].class_names, max(first["height"], first["width"]), skipped=skipped)
+
+
+# --- segmentation -----------------------------------------------------------------------------------------
+
+def read_classes(root: Path, masks: list[Path]) -> list[str]:
+    """ROOT/classes.txt (one name per line, background first), else 0..max label found."""
+    listed = root / "classes.txt"
+    if listed.is_file():
+        return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+    highest = max(int(np.asarray(Image.open(m))[np.asarray(Image.open(m)) != IGNORE].max(initial=0)) for m in masks)
+    return [str(i) for i in range(highest + 1)]
+
+
+class MaskFolder(Dataset):
+    """(image tv_tensor, mask tv_tensor (H, W) of class indices) from images/ and masks/ with the same stems."""
+
+    def __init__(self, split_dir: Path, on_bad_sample: str = "error", skipped: list[str] | None = None):
+        images_dir, masks_dir = split_dir / "images", split_dir / "masks"
+        for folder in (images_dir, masks_dir):
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: not found (expected ROOT/{{train,val}}/{{images,masks}}/)")
+        masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
+        self.pairs = []
+        for image in sorted(p for p in images_dir.iterdir() if p.is_file()):
+            problem = None
+            if image.stem not in masks:
+                problem = f"no mask {masks_dir / (image.stem + '.png')}"
+            else:
+                with Image.open(image) as picture, Image.open(masks[image.stem]) as mask:
+                    if picture.size != mask.size:
+                        problem = f"mask {masks[image.stem].name} is {mask.size[0]}x{mask.size[1]}, the image {picture.size[0]}x{picture.size[1]}"
+            if problem:
+                line = f"{image}: {problem}"
+                if on_bad_sample != "skip":
+                    raise BadSample(line)
+                (skipped if skipped is not None else []).append(line)
+                continue
+            self.pairs.append((image, masks[image.stem]))
+        if not self.pairs:
+            raise BadSample(f"{split_dir}: no image with a mask")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        image_path, mask_path = self.pairs[index]
+        with Image.open(image_path) as image, Image.open(mask_path) as mask:
+            picture = tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
+            labels = np.asarray(mask)
+        if labels.ndim != 2:
+            raise BadSample(f"{mask_path}: a mask must be one channel of class indices, got shape {labels.shape}")
+        return picture, tv_tensors.Mask(torch.from_numpy(labels.astype(np.int64)))
+
+
+def segmentation_transforms(train: bool, size: int, hflip: float, mean, std) -> v2.Compose:
+    """Training: random scale 0.5-2x, crop `size` (masks padded with 255), flip. Both: normalise."""
+    steps = []
+    if train:
+        steps = [v2.RandomResize(size // 2, size * 2), v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
+                 *([v2.RandomHorizontalFlip(hflip)] if hflip else [])]
+    return v2.Compose([*steps, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                       v2.Normalize(mean, std)])
+
+
+def segmentation_data(root: Path, seed: int, size: int | None = None, hflip: float = 0.5,
+                      on_bad_sample: str = "error", subset: int | None = None) -> DenseData:
+    skipped: list[str] = []
+    splits = {name: MaskFolder(root / name, on_bad_sample, skipped) for name in ("train", "val")}
+    classes = read_classes(root, [m for _, m in splits["train"].pairs[:200]])
+    with Image.open(splits["train"].pairs[0][0]) as first:
+        size = size or min(first.size)
+    train = Seeded(_limit(splits["train"], subset), segmentation_transforms(True, size, hflip, IMAGENET_MEAN, IMAGENET_STD), seed)
+    val = Seeded(_limit(splits["val"], subset), segmentation_transforms(False, size, 0.0, IMAGENET_MEAN, IMAGENET_STD), seed)
+    return DenseData(train, val, classes, size, skipped=skipped)
+
+
+def _limit(dataset: Dataset, subset: int | None) -> Dataset:
+    return dataset if subset is None or subset >= len(dataset) else torch.utils.data.Subset(dataset, range(subset))

@@ -1,0 +1,246 @@
+"""Training detectors and segmenters with the classification trainer's loop, checkpoints, signals,
+resume and DDP: what differs is the data (lists of images and targets; image + mask pairs), the model,
+the losses (the detector's own; cross-entropy + 0.4 auxiliary), the optimizer groups (the official
+downstream layer decay) and validation (COCO AP; confusion-matrix mIoU)."""
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ...checkpoints.dense import save_dense
+from ...checkpoints.weights import load_weights
+from ...models.detection import OFFICIAL_ANCHORS, maskrcnn_convnext
+from ...models.registry import create_model
+from ...models.upernet import segmentation_loss, upernet_convnext
+from .. import reporting
+from ..optim import build_optimizer, dense_param_groups
+from ..trainer import Trainer, resume, train
+from .data import DenseData, detection_data, segmentation_data
+from .detection_metrics import coco_evaluate, coco_results
+from .drawing import draw_detections, draw_segmentation, save_grid
+from .segmentation_metrics import SegmentationScores
+from .shapes import shapes_dataset
+
+PREDICTIONS_FILE = "predictions.png"
+SHOWN = 8
+BUILT_IN = "shapes"
+
+
+def data_root(data: str) -> Path:
+    return shapes_dataset() if data == BUILT_IN else Path(data)
+
+
+def num_layers(model_name: str) -> int:
+    """The official configs' layer count for lr decay: 3 + stage-3 blocks / 3 (T: 6, S/B/L/XL: 12)."""
+    from ...models.registry import get_spec
+
+    return 3 + get_spec(model_name).config["depths"][2] // 3
+
+
+def anchor_sizes(input_size: int) -> tuple:
+    """torchvision's (official) anchors 32-512 for images of ~800 px; halved for small images (≤ 256 px)
+    so that the smallest level still matches objects of 16-30 px."""
+    scale = 0.5 if input_size <= 256 else 1.0
+    return tuple(int(s * scale) for s in OFFICIAL_ANCHORS)
+
+
+class DenseTrainer(Trainer):
+    """What detection and segmentation share: the starting classifier, the optimizer groups, DDP."""
+
+    decay_mode = "layer_wise"
+
+    def classifier(self) -> torch.nn.Module:
+        """The classification network the backbone comes from, with --weights/--pretrained loaded."""
+        model = create_model(self.recipe.model, drop_path_rate=self.recipe.drop_path)
+        if self.run.weights:
+            load_weights(model, self.run.weights, reset_head=True)
+        elif self.run.pretrained:
+            from ...checkpoints.hub import load_pretrained_weights
+
+            load_pretrained_weights(model, self.recipe.model, None if self.run.pretrained == "default" else self.run.pretrained)
+        return model
+
+    def check_input_size(self, size: int) -> None:
+        if size < 64:
+            raise ValueError(f"images must be at least 64 pixels for dense prediction, got {size}")
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        groups = dense_param_groups(self.model, recipe.weight_decay, recipe.layer_decay, num_layers(recipe.model),
+                                    self.decay_mode)
+        return build_optimizer(self.model, self.lr, recipe.weight_decay, beta2=recipe.beta2, groups=groups)
+
+    def distribute(self, model: torch.nn.Module) -> torch.nn.Module:
+        # Heads with BatchNorm (UperNet) share statistics across processes; not every head runs every step.
+        return DistributedDataParallel(torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), find_unused_parameters=True)
+
+    def data_note(self) -> str:
+        return f"{len(self.data.train)} train / {len(self.data.val)} val images, {len(self.data.class_names)} classes"
+
+    def after_epoch(self) -> None:
+        save_grid(self.pictures(), self.run_dir / PREDICTIONS_FILE)
+
+    def gather(self, items: list) -> list:
+        if not self.ctx.distributed:
+            return items
+        everything = [None] * self.ctx.world_size
+        dist.all_gather_object(everything, items)
+        return [x for part in everything for x in part]
+
+
+class DetectionTrainer(DenseTrainer):
+    task = "detect"
+    columns = reporting.DETECTION_COLUMNS
+    collate = staticmethod(lambda batch: tuple(zip(*batch)))
+
+    def build_data(self) -> DenseData:
+        run = self.run
+        return detection_data(data_root(run.data), run.seed, self.recipe.hflip, run.on_bad_image, run.subset)
+
+    def build_model(self) -> torch.nn.Module:
+        recipe, size = self.recipe, self.recipe.input_size or self.data.input_size
+        width = {"fpn_channels": recipe.head_width} if recipe.head_width else {}
+        model = maskrcnn_convnext(self.classifier(), num_classes=len(self.data.class_names) + 1, min_size=size,
+                                  max_size=max(size, round(size * 1333 / 800)), anchor_sizes=anchor_sizes(size),
+                                  box_batch_size_per_image=recipe.rois_per_image, **width)
+        model.class_names = self.data.class_names
+        return model
+
+    def prepare(self, batch) -> tuple:
+        images, targets = batch
+        device = self.ctx.device
+        return ([image.to(device) for image in images],
+                [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets])
+
+    def loss(self, images, targets) -> torch.Tensor:
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            losses = self.network(images, targets)
+        return sum(loss.float() for loss in losses.values())
+
+    @torch.no_grad()
+    def detect(self, images: list[torch.Tensor]) -> list[dict]:
+        self.model.eval()
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in found.items()}
+                    for found in self.model([image.to(self.ctx.device) for image in images])]
+
+    def validate(self) -> tuple[dict, None]:
+        val, results = self.data.val, []
+        for images, targets in self.val_loader:
+            found = self.detect(images)
+            results += coco_results(found, [t["image_id"] for t in targets], {v: k for k, v in val.label_of.items()})
+        results = self.gather(results)
+        scores = coco_evaluate(val.coco, results, ("bbox", "segm"), image_ids=val.ids)
+        return {"AP": scores["bbox"]["AP"], "AP50": scores["bbox"]["AP50"], "AP75": scores["bbox"]["AP75"],
+                "mask_AP": scores["segm"]["AP"], "mask_AP50": scores["segm"]["AP50"], "coco": scores}, None
+
+    def score(self, metrics: dict) -> float:
+        return metrics["AP"]
+
+    def row(self, metrics: dict) -> dict:
+        return {"val_AP": metrics["AP"], "val_AP50": metrics["AP50"], "val_AP75": metrics["AP75"],
+                "val_mask_AP": metrics["mask_AP"]}
+
+    def describe(self, metrics: dict) -> str:
+        return (f"box AP {100 * metrics['AP']:.1f}  AP50 {100 * metrics['AP50']:.1f}  "
+                f"mask AP {100 * metrics['mask_AP']:.1f}")
+
+    def pictures(self) -> list:
+        images = [self.data.val[i][0] for i in range(min(SHOWN, len(self.data.val)))]
+        return [draw_detections(image, found, self.data.class_names) for image, found in zip(images, self.detect(images))]
+
+    def finish(self, wall_s: float) -> dict:
+        metrics, _ = self.last_metrics or self.validate()
+        summary = {"box_AP": metrics["AP"], "box_AP50": metrics["AP50"], "box_AP75": metrics["AP75"],
+                   "mask_AP": metrics["mask_AP"], "mask_AP50": metrics["mask_AP50"],
+                   "per_class_box_AP": metrics["coco"]["bbox"]["per_class"], "epochs": self.epoch,
+                   "steps": self.global_step, "wall_s": wall_s, "run_dir": str(self.run_dir), "model": self.recipe.model,
+                   "effective_batch": self.effective_batch, "lr": self.lr}
+        if self.ctx.is_main:
+            save_dense(self.model, self.run_dir, self.data.class_names)
+            self.after_epoch()
+        return summary
+
+
+class SegmentationTrainer(DenseTrainer):
+    task = "segment"
+    columns = reporting.SEGMENTATION_COLUMNS
+    decay_mode = "stage_wise"
+
+    def build_data(self) -> DenseData:
+        run = self.run
+        return segmentation_data(data_root(run.data), run.seed, self.recipe.input_size, self.recipe.hflip,
+                                 run.on_bad_image, run.subset)
+
+    def build_model(self) -> torch.nn.Module:
+        width = {"channels": self.recipe.head_width} if self.recipe.head_width else {}
+        model = upernet_convnext(self.classifier(), num_classes=len(self.data.class_names), **width)
+        model.class_names = self.data.class_names
+        return model
+
+    def prepare(self, batch) -> tuple:
+        images, masks = batch
+        return images.to(self.ctx.device), masks.to(self.ctx.device)
+
+    def loss(self, images, masks) -> torch.Tensor:
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            out = self.network(images)
+        return sum(segmentation_loss({k: v.float() for k, v in out.items()}, masks).values())
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model(images.to(self.ctx.device))["out"].float()
+
+    def validate(self) -> tuple[dict, None]:
+        scores = SegmentationScores(len(self.data.class_names), self.data.class_names)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for images, masks in self.val_loader:
+            logits = self.segment(images).cpu()
+            sums += torch.tensor([segmentation_loss({"out": logits}, masks)["loss_seg"].item() * len(images), len(images)])
+            scores.update(logits.argmax(1), masks)
+        if self.ctx.distributed:
+            for tensor in (scores.matrix, sums):
+                dist.all_reduce(tensor)
+        result = scores.compute()
+        return {**result, "loss": (sums[0] / sums[1].clamp(min=1)).item()}, None
+
+    def score(self, metrics: dict) -> float:
+        return metrics["mIoU"]
+
+    def row(self, metrics: dict) -> dict:
+        return {"val_loss": metrics["loss"], "val_mIoU": metrics["mIoU"], "val_mAcc": metrics["mAcc"],
+                "val_aAcc": metrics["aAcc"]}
+
+    def describe(self, metrics: dict) -> str:
+        return f"val_loss {metrics['loss']:.4f}  mIoU {100 * metrics['mIoU']:.1f}  aAcc {100 * metrics['aAcc']:.1f}"
+
+    def pictures(self) -> list:
+        images = torch.stack([self.data.val[i][0] for i in range(min(SHOWN, len(self.data.val)))])
+        classes = self.segment(images).argmax(1).cpu()
+        return [draw_segmentation(image, labels, len(self.data.class_names), self.data.mean, self.data.std)
+                for image, labels in zip(images, classes)]
+
+    def finish(self, wall_s: float) -> dict:
+        metrics, _ = self.last_metrics or self.validate()
+        summary = {"mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], "aAcc": metrics["aAcc"],
+                   "per_class_IoU": {c["class"]: c["IoU"] for c in metrics["per_class"]}, "epochs": self.epoch,
+                   "steps": self.global_step, "wall_s": wall_s, "run_dir": str(self.run_dir), "model": self.recipe.model,
+                   "effective_batch": self.effective_batch, "lr": self.lr}
+        if self.ctx.is_main:
+            save_dense(self.model, self.run_dir, self.data.class_names)
+            self.after_epoch()
+        return summary
+
+
+TRAINERS = {"detect": DetectionTrainer, "segment": SegmentationTrainer}
+
+
+def train_dense(task: str, recipe, run, say=print) -> dict:
+    return train(recipe, run, say=say, trainer_class=TRAINERS[task])
+
+
+def resume_dense(task: str, run_dir, say=print, max_steps: int | None = None) -> dict:
+    return resume(run_dir, say=say, max_steps=max_steps, trainer_class=TRAINERS[task])
