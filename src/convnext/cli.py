@@ -23,6 +23,8 @@ COMMANDS = {
     "export": "convnext.commands.export",
     "bench": "convnext.commands.bench",
     "serve": "convnext.commands.serve",
+    "detect": "convnext.commands.detect",
+    "segment": "convnext.commands.segment",
 }
 
 

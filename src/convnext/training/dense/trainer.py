@@ -5,7 +5,6 @@ downstream layer decay) and validation (COCO AP; confusion-matrix mIoU)."""
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ...checkpoints.dense import save_dense
@@ -17,9 +16,8 @@ from .. import reporting
 from ..optim import build_optimizer, dense_param_groups
 from ..trainer import Trainer, resume, train
 from .data import DenseData, detection_data, segmentation_data
-from .detection_metrics import coco_evaluate, coco_results
 from .drawing import draw_detections, draw_segmentation, save_grid
-from .segmentation_metrics import SegmentationScores
+from .evaluation import detect, evaluate_detection, evaluate_segmentation, segment
 from .shapes import shapes_dataset
 
 PREDICTIONS_FILE = "predictions.png"
@@ -72,21 +70,17 @@ class DenseTrainer(Trainer):
         return build_optimizer(self.model, self.lr, recipe.weight_decay, beta2=recipe.beta2, groups=groups)
 
     def distribute(self, model: torch.nn.Module) -> torch.nn.Module:
-        # Heads with BatchNorm (UperNet) share statistics across processes; not every head runs every step.
-        return DistributedDataParallel(torch.nn.SyncBatchNorm.convert_sync_batchnorm(model), find_unused_parameters=True)
+        # UperNet's BatchNorms share statistics across processes (SyncBatchNorm runs on GPUs only; on
+        # CPUs each process keeps its own); not every head runs every step (no objects: no mask head).
+        if self.ctx.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, find_unused_parameters=True)
 
     def data_note(self) -> str:
         return f"{len(self.data.train)} train / {len(self.data.val)} val images, {len(self.data.class_names)} classes"
 
     def after_epoch(self) -> None:
         save_grid(self.pictures(), self.run_dir / PREDICTIONS_FILE)
-
-    def gather(self, items: list) -> list:
-        if not self.ctx.distributed:
-            return items
-        everything = [None] * self.ctx.world_size
-        dist.all_gather_object(everything, items)
-        return [x for part in everything for x in part]
 
 
 class DetectionTrainer(DenseTrainer):
@@ -118,22 +112,11 @@ class DetectionTrainer(DenseTrainer):
             losses = self.network(images, targets)
         return sum(loss.float() for loss in losses.values())
 
-    @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[dict]:
-        self.model.eval()
-        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in found.items()}
-                    for found in self.model([image.to(self.ctx.device) for image in images])]
+        return detect(self.model, images, self.ctx.device, self.autocast)
 
     def validate(self) -> tuple[dict, None]:
-        val, results = self.data.val, []
-        for images, targets in self.val_loader:
-            found = self.detect(images)
-            results += coco_results(found, [t["image_id"] for t in targets], {v: k for k, v in val.label_of.items()})
-        results = self.gather(results)
-        scores = coco_evaluate(val.coco, results, ("bbox", "segm"), image_ids=val.ids)
-        return {"AP": scores["bbox"]["AP"], "AP50": scores["bbox"]["AP50"], "AP75": scores["bbox"]["AP75"],
-                "mask_AP": scores["segm"]["AP"], "mask_AP50": scores["segm"]["AP50"], "coco": scores}, None
+        return evaluate_detection(self.model, self.val_loader, self.data.val, self.ctx, self.autocast), None
 
     def score(self, metrics: dict) -> float:
         return metrics["AP"]
@@ -188,24 +171,11 @@ class SegmentationTrainer(DenseTrainer):
             out = self.network(images)
         return sum(segmentation_loss({k: v.float() for k, v in out.items()}, masks).values())
 
-    @torch.no_grad()
     def segment(self, images: torch.Tensor) -> torch.Tensor:
-        self.model.eval()
-        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            return self.model(images.to(self.ctx.device))["out"].float()
+        return segment(self.model, images, self.ctx.device, self.autocast)
 
     def validate(self) -> tuple[dict, None]:
-        scores = SegmentationScores(len(self.data.class_names), self.data.class_names)
-        sums = torch.zeros(2, dtype=torch.float64)
-        for images, masks in self.val_loader:
-            logits = self.segment(images).cpu()
-            sums += torch.tensor([segmentation_loss({"out": logits}, masks)["loss_seg"].item() * len(images), len(images)])
-            scores.update(logits.argmax(1), masks)
-        if self.ctx.distributed:
-            for tensor in (scores.matrix, sums):
-                dist.all_reduce(tensor)
-        result = scores.compute()
-        return {**result, "loss": (sums[0] / sums[1].clamp(min=1)).item()}, None
+        return evaluate_segmentation(self.model, self.val_loader, self.data.class_names, self.ctx, self.autocast), None
 
     def score(self, metrics: dict) -> float:
         return metrics["mIoU"]
