@@ -69,6 +69,7 @@ def _coco_annotation(n: int, image_id: int, kind: int, mask: np.ndarray) -> dict
 
 def write_shapes(root: Path, size: int = 128, seed: int = 0, splits: dict[str, int] = SPLITS) -> Path:
     rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "classes.txt").write_text("\n".join(("background", *CLASSES)) + "\n")
     for split, count in splits.items():
         (root / split / "images").mkdir(parents=True)

@@ -1,0 +1,135 @@
+"""`convnext detect` and `convnext segment`: train on a small shapes set written as COCO JSON and mask
+PNGs, leave a full run directory, resume bit-identically, evaluate and predict from the run, and name
+a bad annotation in one line (or skip it)."""
+import json
+import signal
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from convnext.cli import main
+from convnext.training import run_state
+from convnext.training.dense.shapes import write_shapes
+
+TINY = ["--model", "convnext_test", "--batch-size", "4", "--head-width", "32", "--input-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return write_shapes(tmp_path_factory.mktemp("shapes") / "root", size=64, seed=1, splits={"train": 12, "val": 4})
+
+
+@pytest.mark.parametrize("task,score", [("detect", "box_AP"), ("segment", "mIoU")])
+def test_train_eval_predict(task, score, shapes, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main([task, "train", "--data", str(shapes), *TINY, "--epochs", "1", "--output-dir", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and 0 <= summary[score] <= 1
+    for name in ("config.json", "metrics.csv", "curves.png", "predictions.png", "model.safetensors", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoints").is_dir() and (run_dir / "tensorboard").is_dir()
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert ("val_AP50" if task == "detect" else "val_mIoU") in header
+
+    assert main([task, "eval", "--weights", str(run_dir), "--data", str(shapes), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert ("AP" if task == "detect" else "mIoU") in scores
+    picture = shapes / "val" / "images" / "000001.png"
+    threshold = ["--threshold", "0"] if task == "detect" else []
+    assert main([task, "predict", "--weights", str(run_dir), str(picture), "--output", str(tmp_path / "drawn"),
+                 "--json", *threshold]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    drawn = Image.open(result["drawn"])
+    assert drawn.size == (64, 64) and drawn.mode == "RGB"
+    if task == "detect":
+        assert all({"class", "label", "score", "box"} <= set(d) for d in result["detections"])
+    else:
+        assert sum(result["classes"].values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_detection_resumes_bit_identical(shapes, tmp_path, capsys):
+    args = ["detect", "train", "--data", str(shapes), *TINY, "--epochs", "1"]
+    assert main([*args, "--output-dir", str(tmp_path / "straight")]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "stopped"), "--max-steps", "2"]) == 0
+    assert main(["detect", "train", "--resume", str(tmp_path / "stopped")]) == 0
+    assert "resumed at epoch 1, step 2" in capsys.readouterr().out  # mid-epoch: 3 steps per epoch
+    straight = run_state.load_latest(tmp_path / "straight")["model"]
+    resumed = run_state.load_latest(tmp_path / "stopped")["model"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert main(["segment", "train", "--resume", str(tmp_path / "stopped")]) == 2
+    assert "convnext detect train --resume" in capsys.readouterr().err
+
+
+def broken_copy(shapes, tmp_path, change):
+    """The shapes set with its val annotations changed by `change(annotations_dict)`."""
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(shapes, root)
+    path = root / "val" / "annotations.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return root
+
+
+def outside(data):
+    data["annotations"][0]["bbox"] = [50, 50, 40, 40]  # in a 64 x 64 image
+
+
+def unknown_category(data):
+    data["annotations"][1]["category_id"] = 42
+
+
+def missing_image(data):
+    data["images"][0]["file_name"] = "nowhere.png"
+
+
+@pytest.mark.parametrize("change,message", [(outside, "lies outside the 64x64 image"),
+                                            (unknown_category, "category_id 42 is not among"),
+                                            (missing_image, "nowhere.png): file not found")])
+def test_a_bad_annotation_is_one_line_or_skipped(change, message, shapes, tmp_path, capsys):
+    root = broken_copy(shapes, tmp_path, change)
+    run_dir = tmp_path / "run"
+    assert main(["detect", "train", "--data", str(root), *TINY, "--epochs", "1", "--output-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "annotations.json" in err[0] and not run_dir.exists()
+    assert main(["detect", "train", "--data", str(root), *TINY, "--epochs", "1", "--max-steps", "1",
+                 "--on-bad-sample", "skip", "--output-dir", str(run_dir)]) == 0
+    assert "skipped 1" in capsys.readouterr().out
+
+
+def test_a_mask_of_the_wrong_size_is_named(shapes, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(shapes, root)
+    Image.new("L", (32, 64)).save(root / "train" / "masks" / "000003.png")
+    assert main(["segment", "train", "--data", str(root), *TINY, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "000003.png: mask 000003.png is 32x64, the image 64x64" in err
+
+
+def test_detection_under_torchrun_and_sigterm(shapes, tmp_path):
+    import os
+    import subprocess
+
+    from helpers import terminated_run
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "convnext.cli",
+           "segment", "train", "--data", str(shapes), *TINY, "--batch-size", "2", "--max-steps", "2",
+           "--output-dir", str(tmp_path / "ddp")]
+    result = subprocess.run(ddp, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(2 x 2 process(es)" in result.stdout and (tmp_path / "ddp" / "checkpoints").is_dir()
+    run_dir = tmp_path / "term"
+    command = [sys.executable, "-m", "convnext.cli", "detect", "train", "--data", str(shapes), *TINY, "--epochs", "50",
+               "--output-dir", str(run_dir)]
+    returncode, err = terminated_run(command, run_dir, seconds_in=4.0)
+    assert returncode == 128 + signal.SIGTERM, err
+    assert f"Resume with: convnext detect train --resume {run_dir}" in err
