@@ -94,11 +94,13 @@ def test_the_checker_sees_an_upward_import():
 
 
 def test_public_api_is_unchanged_by_the_move():
-    """The API of release 0.1 is all still there (FCMAE has joined it since)."""
+    """The API of release 0.1 is all still there (FCMAE and the dense-prediction models have joined it since)."""
     assert set(convnext.__all__) == {
         "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone", "create_model", "list_models",
         "count_params", "count_macs", "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint",
-        "write_checkpoint", "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE"}
+        "write_checkpoint", "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE",
+        "ConvNeXtFPN", "maskrcnn_convnext", "fasterrcnn_convnext", "UperNet", "upernet_convnext", "load_dense",
+        "save_dense"}
 
 
 @pytest.mark.parametrize("old,new,name", [("convnext.model", "convnext.models.convnext", "ConvNeXt"),

@@ -133,3 +133,20 @@ def test_detection_under_torchrun_and_sigterm(shapes, tmp_path):
     returncode, err = terminated_run(command, run_dir, seconds_in=4.0)
     assert returncode == 128 + signal.SIGTERM, err
     assert f"Resume with: convnext detect train --resume {run_dir}" in err
+
+
+def test_boxes_only_annotations_train_a_faster_rcnn(shapes, tmp_path):
+    import shutil
+
+    root = tmp_path / "boxes"
+    shutil.copytree(shapes, root)
+    for split in ("train", "val"):
+        path = root / split / "annotations.json"
+        data = json.loads(path.read_text())
+        for annotation in data["annotations"]:
+            del annotation["segmentation"]
+        path.write_text(json.dumps(data))
+    run_dir = tmp_path / "run"
+    assert main(["detect", "train", "--data", str(root), *TINY, "--epochs", "1", "--max-steps", "1",
+                 "--output-dir", str(run_dir)]) == 0
+    assert json.loads((run_dir / "model.json").read_text())["builder"] == "fasterrcnn"

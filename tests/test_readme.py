@@ -34,6 +34,8 @@ def test_use_block_runs_line_for_line(tmp_path, monkeypatch):
     assert names["loss"].ndim == 0 and names["pred"].shape == (2, 3072, 7, 7) and names["mask"].shape == (2, 49)
     assert [m.shape[-1] for m in names["maps"]] == [56, 28, 14, 7]
     assert names["model"].class_names[0] == "tench"  # the published model's ImageNet names
+    assert names["detector"].roi_heads.box_predictor.cls_score.out_features == 81
+    assert names["segmenter"].decode_head.classifier.out_channels == 150
     assert (tmp_path / "out" / "model.safetensors").is_file()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

@@ -72,6 +72,12 @@ def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, ma
     anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     model = cls(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
                 rpn_anchor_generator=anchors, **kwargs)
+    if cls is MaskRCNN and fpn_channels != 256 and "mask_head" not in kwargs:
+        from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+        # The mask head's four convs are as wide as the FPN (both 256 officially).
+        model.roi_heads.mask_head = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
+        model.roi_heads.mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
     model.model_name = getattr(classifier, "model_name", model_or_name if isinstance(model_or_name, str) else None)
     model.num_classes = num_classes
     # What rebuilds it from a file (checkpoints/dense.py): every setting that shapes a tensor or an answer.

@@ -113,7 +113,10 @@ class CocoInstances(Dataset):
         self.label_of = {category: n + 1 for n, category in enumerate(self.category_ids)}
         self.class_names = [self.coco.cats[c]["name"] for c in self.category_ids]
         self.ids = coco_dataset.ids
-        self.dataset = wrap_dataset_for_transforms_v2(coco_dataset, target_keys=("image_id", "boxes", "labels", "masks"))
+        # Boxes-only files (no "segmentation" anywhere) train a Faster R-CNN instead of a Mask R-CNN.
+        self.has_masks = any("segmentation" in a for a in self.coco.anns.values())
+        keys = ("image_id", "boxes", "labels", "masks") if self.has_masks else ("image_id", "boxes", "labels")
+        self.dataset = wrap_dataset_for_transforms_v2(coco_dataset, target_keys=keys)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -125,7 +128,8 @@ class CocoInstances(Dataset):
         if "boxes" not in target:  # an image without annotations: an empty target, not a missing one
             target["boxes"] = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width))
             target["labels"] = torch.zeros(0, dtype=torch.int64)
-            target["masks"] = tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8))
+            if self.has_masks:
+                target["masks"] = tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8))
         target["labels"] = torch.as_tensor([self.label_of[int(c)] for c in target["labels"]], dtype=torch.int64)
         return image, target
 
@@ -147,7 +151,9 @@ def detection_data(root: Path, seed: int, hflip: float = 0.5, on_bad_sample: str
     train = Seeded(_limit(splits["train"], subset), detection_transforms(True, hflip), seed)
     val = Seeded(_limit(splits["val"], subset), detection_transforms(False, 0.0), seed)
     val.coco, val.ids, val.label_of = splits["val"].coco, splits["val"].ids[: len(val)], splits["val"].label_of
-    return DenseData(train, val, splits["train"].class_names, max(first["height"], first["width"]), skipped=skipped)
+    data = DenseData(train, val, splits["train"].class_names, max(first["height"], first["width"]), skipped=skipped)
+    data.has_masks = splits["train"].has_masks
+    return data
 
 
 # --- segmentation -----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ...checkpoints.dense import save_dense
 from ...checkpoints.weights import load_weights
-from ...models.detection import OFFICIAL_ANCHORS, maskrcnn_convnext
+from ...models.detection import OFFICIAL_ANCHORS, fasterrcnn_convnext, maskrcnn_convnext
 from ...models.registry import create_model
 from ...models.upernet import segmentation_loss, upernet_convnext
 from .. import reporting
@@ -95,7 +95,8 @@ class DetectionTrainer(DenseTrainer):
     def build_model(self) -> torch.nn.Module:
         recipe, size = self.recipe, self.recipe.input_size or self.data.input_size
         width = {"fpn_channels": recipe.head_width} if recipe.head_width else {}
-        model = maskrcnn_convnext(self.classifier(), num_classes=len(self.data.class_names) + 1, min_size=size,
+        builder = maskrcnn_convnext if self.data.has_masks else fasterrcnn_convnext  # boxes-only data: no mask head
+        model = builder(self.classifier(), num_classes=len(self.data.class_names) + 1, min_size=size,
                                   max_size=max(size, round(size * 1333 / 800)), anchor_sizes=anchor_sizes(size),
                                   box_batch_size_per_image=recipe.rois_per_image, **width)
         model.class_names = self.data.class_names
