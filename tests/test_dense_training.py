@@ -42,7 +42,7 @@ def test_train_eval_predict(task, score, shapes, tmp_path, capsys):
                  "--json", *threshold]) == 0
     result = json.loads(capsys.readouterr().out)[0]
     drawn = Image.open(result["drawn"])
-    assert drawn.size == (64, 64) and drawn.mode == "RGB"
+    assert drawn.size == (256, 256) and drawn.mode == "RGB"  # small pictures are drawn enlarged, to be readable
     if task == "detect":
         assert all({"class", "label", "score", "box"} <= set(d) for d in result["detections"])
     else:

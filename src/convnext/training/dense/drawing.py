@@ -8,6 +8,22 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make
 from ...checkpoints.atomic import atomic_file
 
 SCORE_THRESHOLD = 0.5
+READABLE = 256  # smaller pictures are drawn enlarged, so that captions fit
+
+
+def enlarged(image: torch.Tensor, found: dict | None = None) -> tuple[torch.Tensor, dict | None, int]:
+    """A small uint8 image (and its boxes/masks) scaled by a whole factor to at least READABLE pixels."""
+    import torch.nn.functional as F
+
+    factor = max(1, READABLE // max(image.shape[-2:]))
+    if factor == 1:
+        return image, found, 1
+    image = F.interpolate(image[None].float(), scale_factor=factor, mode="nearest")[0].to(torch.uint8)
+    if found is not None:
+        found = {**found, "boxes": found["boxes"] * factor}
+        if "masks" in found:
+            found["masks"] = F.interpolate(found["masks"].float(), scale_factor=factor, mode="nearest")
+    return image, found, factor
 
 
 def palette(count: int) -> list[tuple[int, int, int]]:
@@ -28,10 +44,10 @@ def to_uint8(image: torch.Tensor, mean=None, std=None) -> torch.Tensor:
 
 def draw_detections(image: torch.Tensor, found: dict, class_names: list[str],
                     threshold: float = SCORE_THRESHOLD) -> torch.Tensor:
+    canvas, found, _ = enlarged(to_uint8(image), found)
     keep = found["scores"] >= threshold
     labels = found["labels"][keep].tolist()
     colours = palette(len(class_names) + 1)
-    canvas = to_uint8(image)
     if "masks" in found and keep.any():
         canvas = draw_segmentation_masks(canvas, found["masks"][keep][:, 0] > 0.5, alpha=0.45,
                                          colors=[colours[label] for label in labels])
@@ -44,8 +60,10 @@ def draw_detections(image: torch.Tensor, found: dict, class_names: list[str],
 def draw_segmentation(image: torch.Tensor, classes: torch.Tensor, num_classes: int, mean=None, std=None,
                       alpha: float = 0.55) -> torch.Tensor:
     """Every class but the background (0) painted in its colour over the image."""
+    canvas, _, factor = enlarged(to_uint8(image, mean, std))
+    classes = classes.repeat_interleave(factor, 0).repeat_interleave(factor, 1)
     masks = torch.stack([classes == c for c in range(1, num_classes)])
-    return draw_segmentation_masks(to_uint8(image, mean, std), masks, alpha=alpha, colors=palette(num_classes)[1:])
+    return draw_segmentation_masks(canvas, masks, alpha=alpha, colors=palette(num_classes)[1:])
 
 
 def save_grid(pictures: list[torch.Tensor], destination: Path, columns: int = 4) -> None:
