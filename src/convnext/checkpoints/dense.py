@@ -4,7 +4,6 @@ strictly, and our own files, which name the builder, the backbone and the head s
     model = load_dense("upernet-convnext-tiny/model.safetensors")   # transformers' names, or ours
     save_dense(model, "out/", class_names=[...])
 """
-import json
 from pathlib import Path
 
 import torch
@@ -14,9 +13,8 @@ from ..models.detection import fasterrcnn_convnext, maskrcnn_convnext
 from ..models.registry import create_model
 from ..models.upernet import UperNet, upernet_convnext
 from ..models.variants import SIZES
-from .atomic import atomic_file
 from .convert import CheckpointError, StateDict, detect_format, from_format, to_format
-from .files import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
+from .files import read_checkpoint, write_model_files
 
 DENSE_FORMAT = "convnext-dense"
 BUILDERS = {"upernet": upernet_convnext, "maskrcnn": maskrcnn_convnext, "fasterrcnn": fasterrcnn_convnext}
@@ -75,12 +73,7 @@ def save_dense(model: nn.Module, directory: str | Path, class_names: list[str] |
               "in_chans": model.backbone.in_chans if isinstance(model, UperNet) else model.backbone.body.in_chans,
               "num_classes": model.num_classes,
               "head": getattr(model, "config", {}), "class_names": class_names or getattr(model, "class_names", None)}
-    directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_ours(directory / WEIGHTS_FILE, state, config)
-    with atomic_file(directory / MODEL_CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
-    return directory / WEIGHTS_FILE
+    return write_model_files(model, directory, config)
 
 
 def load_dense(path: str | Path, **builder_options) -> nn.Module:

@@ -78,6 +78,17 @@ def write_ours(path: Path, state: StateDict, config: dict) -> None:
         safetensors.torch.save_file(state, tmp, metadata=metadata)
 
 
+def write_model_files(model: nn.Module, directory: str | Path, config: dict) -> Path:
+    """Our on-disk model: `directory/model.safetensors` (config inside its header) and a readable
+    `model.json`, each written atomically."""
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_ours(directory / WEIGHTS_FILE, state, config)
+    with atomic_file(directory / MODEL_CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
+    return directory / WEIGHTS_FILE
+
+
 def _read_safetensors(path: Path) -> tuple[StateDict, dict]:
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:

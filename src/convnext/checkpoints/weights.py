@@ -5,7 +5,6 @@
     model = convnext.load_pretrained("out/")                                   # rebuilt from the file alone
 """
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +13,6 @@ import torch
 from torch import nn
 
 from ..models.registry import create_model, get_spec, list_models
-from .atomic import atomic_file
 from .convert import (
     CheckpointError,
     StateDict,
@@ -23,7 +21,7 @@ from .convert import (
     rules_for,
     target_key,
 )
-from .files import MODEL_CONFIG_FILE, WEIGHTS_FILE, read_checkpoint, write_ours
+from .files import read_checkpoint, write_model_files
 from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
@@ -208,13 +206,7 @@ def model_config(model: nn.Module, class_names: list[str] | None = None) -> dict
 
 def save_pretrained(model: nn.Module, directory: str | Path, class_names: list[str] | None = None) -> Path:
     """Write `directory/model.safetensors` (config inside its header) and a readable `model.json`."""
-    directory = Path(directory)
-    config = model_config(model, class_names)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    write_ours(directory / WEIGHTS_FILE, state, config)
-    with atomic_file(directory / MODEL_CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
-    return directory / WEIGHTS_FILE
+    return write_model_files(model, directory, model_config(model, class_names))
 
 
 def load_pretrained(path: str | Path, **overrides) -> nn.Module:

@@ -123,7 +123,7 @@ DETECT_RECIPES = {
                       input_size=800, schedule="step"),
 }
 DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], model="convnext_atto", epochs=12, batch_size=4,
-                                   lr=2e-4, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
+                                   lr=8e-4, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
                                    input_size=128, schedule="cosine", rois_per_image=64, head_width=64)
 SEGMENT_RECIPES = {
     "ade20k_160k": Recipe(model="convnext_tiny", epochs=127, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
