@@ -150,3 +150,10 @@ def test_boxes_only_annotations_train_a_faster_rcnn(shapes, tmp_path):
     assert main(["detect", "train", "--data", str(root), *TINY, "--epochs", "1", "--max-steps", "1",
                  "--output-dir", str(run_dir)]) == 0
     assert json.loads((run_dir / "model.json").read_text())["builder"] == "fasterrcnn"
+
+
+def test_the_official_drop_path_follows_the_model_size(shapes, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["segment", "train", "--data", str(shapes), *TINY, "--model", "convnext_small", "--epochs", "1",
+                 "--max-steps", "1", "--subset", "4", "--output-dir", str(run_dir)]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["recipe"]["drop_path"] == 0.3  # UperNet-S

@@ -9,6 +9,7 @@ import torch
 
 from ..checkpoints.atomic import atomic_file
 from ..checkpoints.dense import load_dense
+from ..models.detection import DETECTION_DROP_PATH, SEGMENTATION_DROP_PATH, size_of
 from ..training.dense.trainer import BUILT_IN, data_root, resume_dense, train_dense
 from ..training.ranges import COUNT, PROBABILITY
 from . import train as train_command
@@ -53,7 +54,11 @@ def run_train(args, task, recipes) -> int:
     if args.resume:
         summary = resume_dense(task, args.resume, say=say, max_steps=args.max_steps)
     else:
-        summary = train_dense(task, train_command.recipe_from(args, recipes), train_command.run_config(args), say=say)
+        recipe = train_command.recipe_from(args, recipes)
+        table = DETECTION_DROP_PATH if task == "detect" else SEGMENTATION_DROP_PATH
+        if not hasattr(args, "recipe_drop_path") and size_of(recipe.model) in table:  # the official rate for the size
+            recipe = recipe.update(drop_path=table[size_of(recipe.model)])
+        summary = train_dense(task, recipe, train_command.run_config(args), say=say)
     say(f"{SUMMARY[task](summary)} after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; "
         f"run written to {summary['run_dir']}")
     if args.json:
