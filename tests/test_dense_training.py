@@ -157,3 +157,20 @@ def test_the_official_drop_path_follows_the_model_size(shapes, tmp_path):
     assert main(["segment", "train", "--data", str(shapes), *TINY, "--model", "convnext_small", "--epochs", "1",
                  "--max-steps", "1", "--subset", "4", "--output-dir", str(run_dir)]) == 0
     assert json.loads((run_dir / "config.json").read_text())["recipe"]["drop_path"] == 0.3  # UperNet-S
+
+
+def test_training_starts_from_classification_weights(shapes, tmp_path):
+    import convnext
+
+    classifier = convnext.create_model("convnext_test", num_classes=7)
+    with torch.no_grad():
+        for p in classifier.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    convnext.save_pretrained(classifier, tmp_path / "classifier")
+    run_dir = tmp_path / "run"
+    assert main(["detect", "train", "--data", str(shapes), *TINY, "--weights", str(tmp_path / "classifier"),
+                 "--lr", "1e-12", "--epochs", "1", "--max-steps", "1", "--output-dir", str(run_dir)]) == 0
+    state = run_state.load_latest(run_dir)["model"]
+    for key, value in classifier.state_dict().items():
+        if not key.startswith(("head.", "norm.")):  # the classifier's own head and final norm are not used
+            assert torch.allclose(state[f"backbone.body.{key}"], value, atol=1e-6), key

@@ -131,6 +131,6 @@ SEGMENT_RECIPES = {
                           cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
                           input_size=512, schedule="poly"),
 }
-SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=10, batch_size=8,
+SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=40, batch_size=8,
                                     lr=1e-3, lr_base_batch=8, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
                                     input_size=128, head_width=128)

@@ -58,7 +58,7 @@ def draw_detections(image: torch.Tensor, found: dict, class_names: list[str],
 
 
 def draw_segmentation(image: torch.Tensor, classes: torch.Tensor, num_classes: int, mean=None, std=None,
-                      alpha: float = 0.55) -> torch.Tensor:
+                      alpha: float = 0.8) -> torch.Tensor:
     """Every class but the background (0) painted in its colour over the image."""
     canvas, _, factor = enlarged(to_uint8(image, mean, std))
     classes = classes.repeat_interleave(factor, 0).repeat_interleave(factor, 1)

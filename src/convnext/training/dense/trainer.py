@@ -43,6 +43,12 @@ def anchor_sizes(input_size: int) -> tuple:
     return tuple(int(s * scale) for s in OFFICIAL_ANCHORS)
 
 
+def train_sizes(size: int) -> int | tuple[int, ...]:
+    """Shorter sides drawn per training image: the official 480-800 (step 32) for an 800 recipe, the same
+    0.6-1 span below it from 512 up; small inputs train at their size. Evaluation uses the largest."""
+    return tuple(range(round(0.6 * size), size + 1, 32)) if size >= 512 else size
+
+
 class DenseTrainer(Trainer):
     """What detection and segmentation share: the starting classifier, the optimizer groups, DDP."""
 
@@ -96,7 +102,7 @@ class DetectionTrainer(DenseTrainer):
         recipe, size = self.recipe, self.recipe.input_size or self.data.input_size
         width = {"fpn_channels": recipe.head_width} if recipe.head_width else {}
         builder = maskrcnn_convnext if self.data.has_masks else fasterrcnn_convnext  # boxes-only data: no mask head
-        model = builder(self.classifier(), num_classes=len(self.data.class_names) + 1, min_size=size,
+        model = builder(self.classifier(), num_classes=len(self.data.class_names) + 1, min_size=train_sizes(size),
                                   max_size=max(size, round(size * 1333 / 800)), anchor_sizes=anchor_sizes(size),
                                   box_batch_size_per_image=recipe.rois_per_image, **width)
         model.class_names = self.data.class_names
