@@ -174,3 +174,15 @@ def test_training_starts_from_classification_weights(shapes, tmp_path):
     for key, value in classifier.state_dict().items():
         if not key.startswith(("head.", "norm.")):  # the classifier's own head and final norm are not used
             assert torch.allclose(state[f"backbone.body.{key}"], value, atol=1e-6), key
+
+
+def test_segmentation_validates_images_of_different_sizes(shapes, tmp_path):
+    import shutil
+
+    root = tmp_path / "sizes"
+    shutil.copytree(shapes, root)
+    for folder, mode in (("images", "RGB"), ("masks", "L")):  # one val image (and its mask) of another size
+        path = root / "val" / folder / "000002.png"
+        Image.open(path).convert(mode).resize((80, 64), Image.NEAREST).save(path)
+    assert main(["segment", "train", "--data", str(root), *TINY, "--epochs", "1", "--max-steps", "1",
+                 "--output-dir", str(tmp_path / "run")]) == 0

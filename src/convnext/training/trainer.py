@@ -138,7 +138,7 @@ class Trainer:
                                  num_workers=run.workers, generator=torch.Generator().manual_seed(run.seed),
                                  collate_fn=self.collate)
         val_sampler = EpochSampler(len(self.data.val), False, run.seed, context.rank, context.world_size)
-        self.val_loader = DataLoader(self.data.val, recipe.batch_size, sampler=val_sampler, num_workers=run.workers,
+        self.val_loader = DataLoader(self.data.val, self.val_batch_size(), sampler=val_sampler, num_workers=run.workers,
                                      collate_fn=self.collate)
         self.steps_per_epoch = len(self.loader) // recipe.accum_steps
         if self.steps_per_epoch == 0:
@@ -167,6 +167,9 @@ class Trainer:
 
     def build_model(self) -> torch.nn.Module:
         return _build_model(self.recipe, self.run, self.data)
+
+    def val_batch_size(self) -> int:
+        return self.recipe.batch_size
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         recipe = self.recipe

@@ -69,6 +69,10 @@ def draw_segmentation(image: torch.Tensor, classes: torch.Tensor, num_classes: i
 def save_grid(pictures: list[torch.Tensor], destination: Path, columns: int = 4) -> None:
     from PIL import Image
 
-    grid = make_grid(pictures, nrow=columns, padding=2, pad_value=255)
+    import torch.nn.functional as F
+
+    height, width = max(p.shape[1] for p in pictures), max(p.shape[2] for p in pictures)
+    same_size = [F.pad(p, (0, width - p.shape[2], 0, height - p.shape[1]), value=255) for p in pictures]  # white margins
+    grid = make_grid(same_size, nrow=columns, padding=2, pad_value=255)
     with atomic_file(destination) as tmp:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")  # (3, H, W) -> (H, W, 3)

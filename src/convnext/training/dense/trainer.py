@@ -163,6 +163,9 @@ class SegmentationTrainer(DenseTrainer):
         return segmentation_data(data_root(run.data), run.seed, self.recipe.input_size, self.recipe.hflip,
                                  run.on_bad_image, run.subset)
 
+    def val_batch_size(self) -> int:
+        return 1  # validation images keep their own sizes (ADE20K's differ), so they are not stacked
+
     def build_model(self) -> torch.nn.Module:
         width = {"channels": self.recipe.head_width} if self.recipe.head_width else {}
         model = upernet_convnext(self.classifier(), num_classes=len(self.data.class_names), **width)
@@ -195,8 +198,8 @@ class SegmentationTrainer(DenseTrainer):
         return f"val_loss {metrics['loss']:.4f}  mIoU {100 * metrics['mIoU']:.1f}  aAcc {100 * metrics['aAcc']:.1f}"
 
     def pictures(self) -> list:
-        images = torch.stack([self.data.val[i][0] for i in range(min(SHOWN, len(self.data.val)))])
-        classes = self.segment(images).argmax(1).cpu()
+        images = [self.data.val[i][0] for i in range(min(SHOWN, len(self.data.val)))]  # sizes may differ
+        classes = [self.segment(image[None]).argmax(1)[0] for image in images]
         return [draw_segmentation(image, labels, len(self.data.class_names), self.data.mean, self.data.std)
                 for image, labels in zip(images, classes)]
 
