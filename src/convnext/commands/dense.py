@@ -66,9 +66,10 @@ def run_train(args, task, recipes) -> int:
     return 0
 
 
-def _val_data(task: str, root: Path, model):
-    from ..training.dense.data import Seeded, detection_transforms, CocoInstances, MaskFolder, segmentation_transforms
-    from ..training.dense.data import IMAGENET_MEAN, IMAGENET_STD
+def _val_data(task: str, root: Path):
+    """ROOT/val as the trainers validate on it."""
+    from ..training.dense.data import (IMAGENET_MEAN, IMAGENET_STD, CocoInstances, MaskFolder, Seeded,
+                                       detection_transforms, segmentation_transforms)
 
     if task == "detect":
         dataset = CocoInstances(root / "val")
@@ -85,7 +86,7 @@ def run_eval(args, task, recipes) -> int:
     from ..training.distributed import Context
 
     model = load_dense(args.weights).to(args.device)
-    val = _val_data(task, data_root(args.data), model)
+    val = _val_data(task, data_root(args.data))
     context = Context(device=torch.device(args.device))
     if task == "detect":
         loader = DataLoader(val, args.batch_size, collate_fn=lambda batch: tuple(zip(*batch)))
@@ -98,7 +99,7 @@ def run_eval(args, task, recipes) -> int:
         lines = [f"mIoU {100 * result['mIoU']:.1f}  mAcc {100 * result['mAcc']:.1f}  aAcc {100 * result['aAcc']:.1f}"]
         lines += [f"  {c['class']:<20} IoU {100 * c['IoU']:.1f}  Acc {100 * c['Acc']:.1f}" for c in result["per_class"]]
     if args.json:
-        print(json.dumps({k: v for k, v in result.items()}))
+        print(json.dumps(result))
     else:
         print("\n".join(lines))
     return 0
