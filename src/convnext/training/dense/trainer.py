@@ -88,6 +88,17 @@ class DenseTrainer(Trainer):
     def after_epoch(self) -> None:
         save_grid(self.pictures(), self.run_dir / PREDICTIONS_FILE)
 
+    def finish(self, wall_s: float) -> dict:
+        """The final validation scores in summary.json, the model in our format, the last pictures."""
+        metrics, _ = self.last_metrics or self.validate()
+        summary = {**self.scores(metrics), "epochs": self.epoch, "steps": self.global_step, "wall_s": wall_s,
+                   "run_dir": str(self.run_dir), "model": self.recipe.model, "effective_batch": self.effective_batch,
+                   "lr": self.lr}
+        if self.ctx.is_main:
+            save_dense(self.model, self.run_dir, self.data.class_names)
+            self.after_epoch()
+        return summary
+
 
 class DetectionTrainer(DenseTrainer):
     task = "detect"
@@ -140,17 +151,10 @@ class DetectionTrainer(DenseTrainer):
         images = [self.data.val[i][0] for i in range(min(SHOWN, len(self.data.val)))]
         return [draw_detections(image, found, self.data.class_names) for image, found in zip(images, self.detect(images))]
 
-    def finish(self, wall_s: float) -> dict:
-        metrics, _ = self.last_metrics or self.validate()
-        summary = {"box_AP": metrics["AP"], "box_AP50": metrics["AP50"], "box_AP75": metrics["AP75"],
-                   "mask_AP": metrics["mask_AP"], "mask_AP50": metrics["mask_AP50"],
-                   "per_class_box_AP": metrics["coco"]["bbox"]["per_class"], "epochs": self.epoch,
-                   "steps": self.global_step, "wall_s": wall_s, "run_dir": str(self.run_dir), "model": self.recipe.model,
-                   "effective_batch": self.effective_batch, "lr": self.lr}
-        if self.ctx.is_main:
-            save_dense(self.model, self.run_dir, self.data.class_names)
-            self.after_epoch()
-        return summary
+    def scores(self, metrics: dict) -> dict:
+        return {"box_AP": metrics["AP"], "box_AP50": metrics["AP50"], "box_AP75": metrics["AP75"],
+                "mask_AP": metrics["mask_AP"], "mask_AP50": metrics["mask_AP50"],
+                "per_class_box_AP": metrics["coco"]["bbox"]["per_class"]}
 
 
 class SegmentationTrainer(DenseTrainer):
@@ -203,16 +207,9 @@ class SegmentationTrainer(DenseTrainer):
         return [draw_segmentation(image, labels, len(self.data.class_names), self.data.mean, self.data.std)
                 for image, labels in zip(images, classes)]
 
-    def finish(self, wall_s: float) -> dict:
-        metrics, _ = self.last_metrics or self.validate()
-        summary = {"mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], "aAcc": metrics["aAcc"],
-                   "per_class_IoU": {c["class"]: c["IoU"] for c in metrics["per_class"]}, "epochs": self.epoch,
-                   "steps": self.global_step, "wall_s": wall_s, "run_dir": str(self.run_dir), "model": self.recipe.model,
-                   "effective_batch": self.effective_batch, "lr": self.lr}
-        if self.ctx.is_main:
-            save_dense(self.model, self.run_dir, self.data.class_names)
-            self.after_epoch()
-        return summary
+    def scores(self, metrics: dict) -> dict:
+        return {"mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], "aAcc": metrics["aAcc"],
+                "per_class_IoU": {c["class"]: c["IoU"] for c in metrics["per_class"]}}
 
 
 TRAINERS = {"detect": DetectionTrainer, "segment": SegmentationTrainer}
