@@ -66,27 +66,16 @@ def run_train(args, task, recipes) -> int:
     return 0
 
 
-def _val_data(task: str, root: Path):
-    """ROOT/val as the trainers validate on it."""
-    from ..training.dense.data import (IMAGENET_MEAN, IMAGENET_STD, CocoInstances, MaskFolder, Seeded,
-                                       detection_transforms, segmentation_transforms)
-
-    if task == "detect":
-        dataset = CocoInstances(root / "val")
-        val = Seeded(dataset, detection_transforms(False, 0.0), 0)
-        val.coco, val.ids, val.label_of = dataset.coco, dataset.ids, dataset.label_of
-        return val
-    return Seeded(MaskFolder(root / "val"), segmentation_transforms(False, 0, 0.0, IMAGENET_MEAN, IMAGENET_STD), 0)
-
-
 def run_eval(args, task, recipes) -> int:
     from torch.utils.data import DataLoader
 
+    from ..training.dense.data import MaskFolder, coco_split, mask_split
     from ..training.dense.evaluation import evaluate_detection, evaluate_segmentation
     from ..training.distributed import Context
 
     model = load_dense(args.weights).to(args.device)
-    val = _val_data(task, data_root(args.data))
+    val_dir = data_root(args.data) / "val"
+    val = coco_split(val_dir, train=False) if task == "detect" else mask_split(MaskFolder(val_dir), train=False, size=0)
     context = Context(device=torch.device(args.device))
     if task == "detect":
         loader = DataLoader(val, args.batch_size, collate_fn=lambda batch: tuple(zip(*batch)))

@@ -45,12 +45,10 @@ def run(args: argparse.Namespace) -> int:
         from ..deploy.serving import Settings, create_app
     except ImportError as missing:
         raise ValueError(f"serving needs {missing.name}: pip install 'convnext[serve]'") from None
-    from ..deploy.gradcam import spatial_steps
+    from ..deploy.gradcam import check_stage
 
     model = load_model(args)
-    stages = len(spatial_steps(model))
-    if not -stages <= args.cam_stage < stages:
-        raise ValueError(f"--cam-stage must be in 0..{stages - 1} for this model, got {args.cam_stage}")
+    check_stage(model, args.cam_stage)  # refused at start, not on the first heat map
     settings = Settings(args.max_batch_size, args.max_batch_delay_ms, args.queue_size, args.max_upload_mb,
                         args.request_timeout_s, args.cam_stage)
     app = create_app(Predictor(model, args.device, args.amp), settings, getattr(model, "model_name", None) or "convnext")

@@ -35,13 +35,19 @@ def spatial_steps(model: nn.Module) -> list[nn.Module]:
     return [model.stem, model.blocks]
 
 
+def check_stage(model: nn.Module, stage: int) -> int:
+    """The stage index counted from the front; one error line for a stage the model does not have."""
+    count = len(spatial_steps(model))
+    if not -count <= stage < count:
+        raise ValueError(f"--cam-stage must be in 0..{count - 1} for this model, got {stage}")
+    return stage % count
+
+
 def grad_cam(model: nn.Module, images: torch.Tensor, classes: list[int] | torch.Tensor | None = None,
              stage: int = -1) -> Cams:
     model.eval()
     steps = spatial_steps(model)
-    if not -len(steps) <= stage < len(steps):
-        raise ValueError(f"--cam-stage must be in 0..{len(steps) - 1} for this model, got {stage}")
-    stage %= len(steps)
+    stage = check_stage(model, stage)
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         x = images.to(dtype).contiguous(memory_format=torch.channels_last)

@@ -71,7 +71,17 @@ class SeededAugmentation(Dataset):
         image, label = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
             seed_cpu_rng(self.seed, self.epoch, index)
-            return self.transform(image), label
+            return self.apply(image, label)
+
+    def apply(self, image, label):
+        return self.transform(image), label
+
+
+class SeededJointAugmentation(SeededAugmentation):
+    """The same, for targets that move with the image (boxes, masks): `transform(image, target)`."""
+
+    def apply(self, image, target):
+        return self.transform(image, target)
 
 
 @cache

@@ -1,6 +1,7 @@
 """AdamW parameter groups (weight decay and layer-wise lr decay) and the warm-up + cosine schedule."""
 import math
 import re
+from typing import Callable
 
 import torch
 from torch import nn
@@ -27,14 +28,18 @@ def layer_id(name: str, depth: int = NUM_LAYERS) -> int:
     return depth + 1  # final norm and head
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
-    """Groups keyed by (decays, layer); each carries `lr_scale` for the scheduler to apply."""
-    depth = len(getattr(model, "blocks", [])) or NUM_LAYERS
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None,
+                 layer_of: Callable[[str], int] | None = None, depth: int | None = None) -> list[dict]:
+    """Groups keyed by (decays, layer); each carries `lr_scale` = layer_decay ** (depth + 1 - layer) for the
+    scheduler to apply. `layer_of(name)` (default: the classifier's `layer_id`) and `depth` (default:
+    the isotropic block count or NUM_LAYERS) number the layers."""
+    depth = depth or len(getattr(model, "blocks", [])) or NUM_LAYERS
+    layer_of = layer_of or (lambda name: layer_id(name, depth))
     groups: dict[tuple[bool, int], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        layer = layer_id(name, depth) if layer_decay else 0
+        layer = layer_of(name) if layer_decay else 0
         scale = layer_decay ** (depth + 1 - layer) if layer_decay else 1.0
         key = (decays(name, param), layer)
         group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if key[0] else 0.0, "lr_scale": scale})
@@ -59,16 +64,7 @@ def dense_layer_id(name: str, num_layers: int, mode: str = "layer_wise") -> int:
 def dense_param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None, num_layers: int,
                        mode: str = "layer_wise") -> list[dict]:
     """AdamW groups for a detector or segmenter: lr scale layer_decay ** (num_layers + 1 - id)."""
-    groups: dict[tuple[bool, int], dict] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        layer = dense_layer_id(name, num_layers, mode) if layer_decay else num_layers + 1
-        key = (decays(name, param), layer)
-        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if key[0] else 0.0,
-                                        "lr_scale": layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0})
-        group["params"].append(param)
-    return list(groups.values())
+    return param_groups(model, weight_decay, layer_decay, lambda name: dense_layer_id(name, num_layers, mode), num_layers)
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float | None = None,

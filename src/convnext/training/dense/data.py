@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data import seed_cpu_rng
+from ..data import SeededJointAugmentation
 from .segmentation_metrics import IGNORE
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -38,22 +38,7 @@ class DenseData:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     skipped: list[str] = field(default_factory=list)
-
-
-class Seeded(Dataset):
-    """(image, target) through `transform`, with the RNG seeded from (seed, epoch, index)."""
-
-    def __init__(self, dataset: Dataset, transform, seed: int):
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, target = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            seed_cpu_rng(self.seed, self.epoch, index)
-            return self.transform(image, target)
+    has_masks: bool = True  # detection: instance masks in the annotations (else boxes only)
 
 
 # --- detection --------------------------------------------------------------------------------------------
@@ -141,19 +126,26 @@ def detection_transforms(train: bool, hflip: float) -> v2.Compose:
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.SanitizeBoundingBoxes(min_size=1)])
 
 
+def coco_split(split_dir: Path, train: bool, seed: int = 0, hflip: float = 0.5, on_bad_sample: str = "error",
+               skipped: list[str] | None = None, subset: int | None = None) -> SeededJointAugmentation:
+    """One COCO split with its transforms, carrying what COCO evaluation needs (coco, ids, label_of)."""
+    dataset = CocoInstances(split_dir, on_bad_sample, skipped)
+    split = SeededJointAugmentation(_limit(dataset, subset), detection_transforms(train, hflip if train else 0.0), seed)
+    split.coco, split.ids, split.label_of = dataset.coco, dataset.ids[: len(split)], dataset.label_of
+    split.class_names, split.has_masks = dataset.class_names, dataset.has_masks
+    return split
+
+
 def detection_data(root: Path, seed: int, hflip: float = 0.5, on_bad_sample: str = "error",
                    subset: int | None = None) -> DenseData:
     skipped: list[str] = []
-    splits = {name: CocoInstances(root / name, on_bad_sample, skipped) for name in ("train", "val")}
-    if splits["train"].class_names != splits["val"].class_names:
+    train, val = (coco_split(root / name, name == "train", seed, hflip, on_bad_sample, skipped, subset)
+                  for name in ("train", "val"))
+    if train.class_names != val.class_names:
         raise BadSample(f"{root}: train and val name different categories")
-    first = splits["train"].coco.imgs[splits["train"].ids[0]]
-    train = Seeded(_limit(splits["train"], subset), detection_transforms(True, hflip), seed)
-    val = Seeded(_limit(splits["val"], subset), detection_transforms(False, 0.0), seed)
-    val.coco, val.ids, val.label_of = splits["val"].coco, splits["val"].ids[: len(val)], splits["val"].label_of
-    data = DenseData(train, val, splits["train"].class_names, max(first["height"], first["width"]), skipped=skipped)
-    data.has_masks = splits["train"].has_masks
-    return data
+    first = train.coco.imgs[train.ids[0]]
+    return DenseData(train, val, train.class_names, max(first["height"], first["width"]), skipped=skipped,
+                     has_masks=train.has_masks)
 
 
 # --- segmentation -----------------------------------------------------------------------------------------
@@ -163,7 +155,11 @@ def read_classes(root: Path, masks: list[Path]) -> list[str]:
     listed = root / "classes.txt"
     if listed.is_file():
         return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
-    highest = max(int(np.asarray(Image.open(m))[np.asarray(Image.open(m)) != IGNORE].max(initial=0)) for m in masks)
+    highest = 0
+    for path in masks:
+        with Image.open(path) as mask:
+            labels = np.asarray(mask)
+        highest = max(highest, int(labels[labels != IGNORE].max(initial=0)))
     return [str(i) for i in range(highest + 1)]
 
 
@@ -218,15 +214,21 @@ def segmentation_transforms(train: bool, size: int, hflip: float, mean, std) -> 
                        v2.Normalize(mean, std)])
 
 
+def mask_split(folder: MaskFolder, train: bool, size: int, seed: int = 0, hflip: float = 0.5,
+               subset: int | None = None) -> SeededJointAugmentation:
+    """An image + mask folder with its transforms (evaluation keeps the images' own sizes)."""
+    transform = segmentation_transforms(train, size, hflip if train else 0.0, IMAGENET_MEAN, IMAGENET_STD)
+    return SeededJointAugmentation(_limit(folder, subset), transform, seed)
+
+
 def segmentation_data(root: Path, seed: int, size: int | None = None, hflip: float = 0.5,
                       on_bad_sample: str = "error", subset: int | None = None) -> DenseData:
     skipped: list[str] = []
-    splits = {name: MaskFolder(root / name, on_bad_sample, skipped) for name in ("train", "val")}
-    classes = read_classes(root, [m for _, m in splits["train"].pairs[:200]])
-    with Image.open(splits["train"].pairs[0][0]) as first:
+    folders = {name: MaskFolder(root / name, on_bad_sample, skipped) for name in ("train", "val")}
+    classes = read_classes(root, [m for _, m in folders["train"].pairs[:200]])
+    with Image.open(folders["train"].pairs[0][0]) as first:
         size = size or min(first.size)
-    train = Seeded(_limit(splits["train"], subset), segmentation_transforms(True, size, hflip, IMAGENET_MEAN, IMAGENET_STD), seed)
-    val = Seeded(_limit(splits["val"], subset), segmentation_transforms(False, size, 0.0, IMAGENET_MEAN, IMAGENET_STD), seed)
+    train, val = (mask_split(folders[name], name == "train", size, seed, hflip, subset) for name in ("train", "val"))
     return DenseData(train, val, classes, size, skipped=skipped)
 
 
