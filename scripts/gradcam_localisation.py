@@ -22,8 +22,8 @@ from convnext.models.hardware import describe
 SIZE = 96
 
 
-def shape_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images normalised, labels 0-2 colour / 3 none, masks of the shape)."""
+def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images normalised, labels 0-2 (the shape's colour, or its form) / 3 none, masks of the shape)."""
     rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
     labels = torch.randint(0, 4, (n,), generator=generator)
     images, masks = [], []
@@ -38,23 +38,29 @@ def shape_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
         if label == 3:
             mask = torch.zeros_like(mask)
         else:
-            colour = torch.full((3, 1, 1), 0.15)
-            colour[label] = 0.95
+            if task == "form":  # the class is the form, in one colour
+                mask = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
+                        (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))][label]
+                colour = torch.full((3, 1, 1), 0.95)
+            else:
+                colour = torch.full((3, 1, 1), 0.15)
+                colour[label] = 0.95
             image = torch.where(mask, colour, image)
         images.append(image)
         masks.append(mask)
     return (torch.stack(images) - 0.45) / 0.25, labels, torch.stack(masks)
 
 
-def train(model_name: str, seed: int, stop_at: float | None, steps: int) -> tuple[torch.nn.Module, int, float]:
+def train(model_name: str, seed: int, stop_at: float | None, steps: int, task: str,
+          label_smoothing: float, dims=None) -> tuple[torch.nn.Module, int, float]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = convnext.create_model(model_name, num_classes=4)
+    model = convnext.create_model(model_name, num_classes=4, **({"dims": dims} if dims else {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.05)
-    x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed))
+    x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed), task)
     for step in range(1, steps + 1):
-        x, y, _ = shape_images(32, generator)
-        loss = F.cross_entropy(model.train()(x), y)
+        x, y, _ = shape_images(32, generator, task)
+        loss = F.cross_entropy(model.train()(x), y, label_smoothing=label_smoothing)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -71,14 +77,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--stop-at", type=float, help="stop training at this held-out accuracy (checked every 25 steps)")
     parser.add_argument("--steps", type=int, default=1500, help="the most training steps")
+    parser.add_argument("--task", choices=("colour", "form"), default="colour", help="what decides the class")
+    parser.add_argument("--dims", type=int, nargs=4, help="channel widths per stage (default: the model's)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     print(describe("cpu"))
     rows = []
     for seed in range(args.seeds):
         started = time.perf_counter()
-        model, steps, loss = train(args.model, seed, args.stop_at, args.steps)
-        x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed))
+        model, steps, loss = train(args.model, seed, args.stop_at, args.steps, args.task, args.label_smoothing, args.dims)
+        x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed), args.task)
         keep = (y < 3).nonzero()[:200, 0]
         x, y, masks = x[keep], y[keep], masks[keep]
         with torch.no_grad():

@@ -55,6 +55,21 @@ def test_detectors_train_and_predict(factory, with_masks):
         assert detections[1]["masks"].shape[1:] == (1, 112, 128)
 
 
+def test_a_narrower_fpn_narrows_the_heads_in_proportion():
+    from convnext.training.dense.trainer import proposals
+
+    model = maskrcnn_convnext("convnext_test", num_classes=4, fpn_channels=32, **SMALL, **proposals(50))
+    heads = model.roi_heads
+    assert heads.box_head.fc6.in_features == 32 * 7 * 7 and heads.box_head.fc7.out_features == 4 * 32  # official: 1024
+    assert heads.box_predictor.cls_score.out_features == 4
+    assert {m.out_channels for m in heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)} == {32}
+    assert model.rpn._pre_nms_top_n == {"training": 100, "testing": 50}
+    assert model.rpn._post_nms_top_n == {"training": 50, "testing": 50}
+    images = [torch.rand(3, 128, 128), torch.rand(3, 112, 128)]
+    sum(model(images, targets_for(images)).values()).backward()
+    assert len(model.eval()(images)) == 2
+
+
 def test_images_without_objects_give_zero_box_and_mask_losses():
     model = maskrcnn_convnext("convnext_test", num_classes=3, **SMALL)
     images = [torch.rand(3, 128, 128)]

@@ -186,3 +186,24 @@ def test_segmentation_validates_images_of_different_sizes(shapes, tmp_path):
         Image.open(path).convert(mode).resize((80, 64), Image.NEAREST).save(path)
     assert main(["segment", "train", "--data", str(root), *TINY, "--epochs", "1", "--max-steps", "1",
                  "--output-dir", str(tmp_path / "run")]) == 0
+
+
+def test_scale_jitter_resizes_training_pairs_only_as_asked():
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from convnext.training.dense.data import segmentation_transforms
+
+    def sizes(jitter):
+        transform = segmentation_transforms(True, 64, 0.0, (0, 0, 0), (1, 1, 1), jitter)
+        return {type(step).__name__ for step in transform.transforms}, transform
+
+    steps, _ = sizes(1.0)
+    assert "RandomResize" not in steps  # jitter 1: a crop of the image at its own scale
+    steps, transform = sizes(2.0)
+    resize = next(step for step in transform.transforms if isinstance(step, v2.RandomResize))
+    assert (resize.min_size, resize.max_size) == (32, 128)  # the official 0.5-2
+    image = tv_tensors.Image(torch.rand(3, 64, 64))
+    mask = tv_tensors.Mask(torch.randint(0, 4, (64, 64)))
+    out_image, out_mask = transform(image, mask)
+    assert out_image.shape[-2:] == out_mask.shape[-2:] == (64, 64)

@@ -72,12 +72,8 @@ def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, ma
     anchors = AnchorGenerator(tuple((int(s),) for s in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
     model = cls(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
                 rpn_anchor_generator=anchors, **kwargs)
-    if cls is MaskRCNN and fpn_channels != 256 and "mask_head" not in kwargs:
-        from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-
-        # The mask head's four convs are as wide as the FPN (both 256 officially).
-        model.roi_heads.mask_head = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
-        model.roi_heads.mask_predictor = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
+    if fpn_channels != 256:  # a narrower FPN narrows the heads in proportion (official: 256 → 1024 and 256)
+        _narrow_heads(model, fpn_channels, num_classes, kwargs)
     model.model_name = getattr(classifier, "model_name", model_or_name if isinstance(model_or_name, str) else None)
     model.num_classes = num_classes
     # What rebuilds it from a file (checkpoints/dense.py): every setting that shapes a tensor or an answer.
@@ -87,13 +83,29 @@ def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, ma
     return model
 
 
+def _narrow_heads(model: FasterRCNN, width: int, num_classes: int, given: dict) -> None:
+    """The box head's two-layer MLP 4x the FPN width; the mask head's four convs as wide as the FPN."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    heads = model.roi_heads
+    if "box_head" not in given and "box_predictor" not in given:
+        resolution = heads.box_roi_pool.output_size[0]
+        heads.box_head = TwoMLPHead(width * resolution**2, 4 * width)
+        heads.box_predictor = FastRCNNPredictor(4 * width, num_classes)
+    if isinstance(model, MaskRCNN) and "mask_head" not in given:
+        heads.mask_head = MaskRCNNHeads(width, (width,) * 4, 1)
+        heads.mask_predictor = MaskRCNNPredictor(width, width, num_classes)
+
+
 def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
                       min_size=TRAIN_SIZES, max_size: int = 1333, **kwargs) -> MaskRCNN:
     """Mask R-CNN with a ConvNeXt-FPN backbone. `num_classes` counts the background (COCO: 81).
 
     `model_or_name`: a registry name, or a classification model whose weights are the start.
-    `fpn_channels` (256), `anchor_sizes` (32..512, one per level); other keywords go to torchvision's
-    `MaskRCNN` (RoI sampling, thresholds, ...).
+    `fpn_channels` (256; a narrower FPN narrows the box and mask heads in proportion), `anchor_sizes`
+    (32..512, one per level); other keywords go to torchvision's `MaskRCNN` (RoI sampling, RPN
+    proposals, thresholds, ...).
     """
     return _detector(MaskRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
 

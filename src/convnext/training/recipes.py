@@ -49,7 +49,11 @@ class Recipe:
     mask_ratio: float = option(0.6, "FCMAE pre-training: share of 32-pixel patches masked", DROP_RATE)
     schedule: str = option("cosine", "lr after warm-up: cosine, step (x0.1 at 27/36 and 33/36: detection 3x) "
                                      "or poly (power 1: segmentation)")
+    scale_jitter: float = option(2.0, "segmentation: each training image is resized by a random ratio in "
+                                      "[1/j, j] before the crop (official 2: 0.5-2)", Range(float, low=1))
     rois_per_image: int = option(512, "detection: RoIs sampled per image for the box head", COUNT)
+    proposals: int = option(1000, "detection: RPN proposals kept per image after NMS (official 1000; "
+                                  "2x as many enter NMS in training)", COUNT)
     head_width: int | None = option(None, "dense heads' channels: FPN (official 256) or UperNet (official 512); "
                                           "None: official", COUNT)
 
@@ -122,15 +126,16 @@ DETECT_RECIPES = {
                       cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
                       input_size=800, schedule="step"),
 }
-DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], model="convnext_atto", epochs=12, batch_size=4,
-                                   lr=8e-4, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
-                                   input_size=128, schedule="cosine", rois_per_image=64, head_width=64)
+DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], model="convnext_atto", epochs=10, batch_size=4,
+                                   lr=1.2e-3, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
+                                   input_size=128, schedule="cosine", rois_per_image=64, head_width=64,
+                                   proposals=250)
 SEGMENT_RECIPES = {
     "ade20k_160k": Recipe(model="convnext_tiny", epochs=127, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
                           warmup_epochs=1.2, weight_decay=0.05, layer_decay=0.9, label_smoothing=0.0, mixup=0.0,
                           cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
                           input_size=512, schedule="poly"),
 }
-SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=40, batch_size=8,
+SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=24, batch_size=8,
                                     lr=1e-3, lr_base_batch=8, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
-                                    input_size=128, head_width=128)
+                                    input_size=128, head_width=64, scale_jitter=1.0)

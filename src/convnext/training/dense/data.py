@@ -204,31 +204,34 @@ class MaskFolder(Dataset):
         return picture, tv_tensors.Mask(torch.from_numpy(labels.astype(np.int64)))
 
 
-def segmentation_transforms(train: bool, size: int, hflip: float, mean, std) -> v2.Compose:
-    """Training: random scale 0.5-2x, crop `size` (masks padded with 255), flip. Both: normalise."""
+def segmentation_transforms(train: bool, size: int, hflip: float, mean, std, jitter: float = 2.0) -> v2.Compose:
+    """Training: random scale 1/jitter-jitter (official 0.5-2), crop `size` (masks padded with 255), flip.
+    Both: normalise."""
     steps = []
     if train:
-        steps = [v2.RandomResize(size // 2, size * 2), v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
+        steps = [*([v2.RandomResize(round(size / jitter), round(size * jitter))] if jitter > 1 else []),
+                 v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
                  *([v2.RandomHorizontalFlip(hflip)] if hflip else [])]
     return v2.Compose([*steps, v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
                        v2.Normalize(mean, std)])
 
 
 def mask_split(folder: MaskFolder, train: bool, size: int, seed: int = 0, hflip: float = 0.5,
-               subset: int | None = None) -> SeededJointAugmentation:
+               subset: int | None = None, jitter: float = 2.0) -> SeededJointAugmentation:
     """An image + mask folder with its transforms (evaluation keeps the images' own sizes)."""
-    transform = segmentation_transforms(train, size, hflip if train else 0.0, IMAGENET_MEAN, IMAGENET_STD)
+    transform = segmentation_transforms(train, size, hflip if train else 0.0, IMAGENET_MEAN, IMAGENET_STD, jitter)
     return SeededJointAugmentation(_limit(folder, subset), transform, seed)
 
 
 def segmentation_data(root: Path, seed: int, size: int | None = None, hflip: float = 0.5,
-                      on_bad_sample: str = "error", subset: int | None = None) -> DenseData:
+                      on_bad_sample: str = "error", subset: int | None = None, jitter: float = 2.0) -> DenseData:
     skipped: list[str] = []
     folders = {name: MaskFolder(root / name, on_bad_sample, skipped) for name in ("train", "val")}
     classes = read_classes(root, [m for _, m in folders["train"].pairs[:200]])
     with Image.open(folders["train"].pairs[0][0]) as first:
         size = size or min(first.size)
-    train, val = (mask_split(folders[name], name == "train", size, seed, hflip, subset) for name in ("train", "val"))
+    train, val = (mask_split(folders[name], name == "train", size, seed, hflip, subset, jitter)
+                  for name in ("train", "val"))
     return DenseData(train, val, classes, size, skipped=skipped)
 
 
