@@ -4,9 +4,11 @@ A synthetic task: 96² images of smooth grey texture holding one coloured shape 
 triangle) at a random position, the class being its colour (red, green, blue), or no shape (a fourth
 class, so that every colour class needs evidence of its own). A small model is trained from scratch
 on fresh images each step, either until held-out accuracy reaches --stop-at or for --steps; then, on
-200 new shape images, the share whose upsampled heat-map peak lies inside the shape, per stage.
+200 new shape images, the share whose upsampled heat-map peak lies inside the shape (and within one
+cell of the stage's grid of it), per stage.
 
     python scripts/gradcam_localisation.py [--model convnext_test] [--seeds 5] [--stop-at 0.95 | --steps 1500]
+        [--task colour|form] [--label-smoothing 0.1] [--dims 32 64 96 128]
 """
 import argparse
 import json
@@ -38,10 +40,11 @@ def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tu
         if label == 3:
             mask = torch.zeros_like(mask)
         else:
-            if task == "form":  # the class is the form, in one colour
+            if task == "form":  # the class is the form; the colour is random
                 mask = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
                         (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))][label]
-                colour = torch.full((3, 1, 1), 0.95)
+                colour = torch.full((3, 1, 1), 0.15)
+                colour[int(torch.randint(0, 3, (1,), generator=generator))] = 0.95
             else:
                 colour = torch.full((3, 1, 1), 0.15)
                 colour[label] = 0.95
@@ -93,12 +96,16 @@ def main() -> None:
         with torch.no_grad():
             accuracy = (model(x).argmax(1) == y).float().mean().item()
         row = {"seed": seed, "steps": steps, "last_loss": round(loss, 4), "accuracy": accuracy,
-               "seconds": round(time.perf_counter() - started, 1), "inside": {}, "empty": {}}
+               "seconds": round(time.perf_counter() - started, 1), "inside": {}, "within_cell": {}, "empty": {}}
         for stage in range(len(spatial_steps(model)) - 1):  # the last map is 3x3 at 96²
             cams = grad_cam(model, x, stage=stage)
             up = F.interpolate(cams.maps[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
             peaks = up.flatten(1).argmax(1)
             row["inside"][stage] = round(masks.flatten(1)[torch.arange(len(y)), peaks].float().mean().item(), 3)
+            # the map's own resolution: the shape grown by one cell of this stage's grid
+            cell = SIZE // cams.maps.shape[-1]
+            grown = F.max_pool2d(masks[:, None].float(), 2 * cell + 1, stride=1, padding=cell)[:, 0]
+            row["within_cell"][stage] = round(grown.flatten(1)[torch.arange(len(y)), peaks].mean().item(), 3)
             row["empty"][stage] = sum(cams.empty)
         rows.append(row)
         print(json.dumps(row), flush=True)
