@@ -33,21 +33,17 @@ def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tu
         form, radius = int(torch.randint(0, 3, (1,), generator=generator)), int(torch.randint(11, 16, (1,), generator=generator))
         cy, cx = (int(v) for v in torch.randint(radius + 1, SIZE - radius - 1, (2,), generator=generator))
         dy, dx = (rows - cy).float(), (cols - cx).float()
-        mask = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
-                (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))][form]
+        forms = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
+                 (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))]
+        mask = forms[label if task == "form" and label < 3 else form]
         texture = F.interpolate(torch.rand(1, 1, 12, 12, generator=generator), size=(SIZE, SIZE), mode="bilinear")[0, 0]
         image = (0.45 + 0.1 * texture + 0.03 * torch.randn(SIZE, SIZE, generator=generator)).expand(3, -1, -1)
         if label == 3:
             mask = torch.zeros_like(mask)
         else:
-            if task == "form":  # the class is the form; the colour is random
-                mask = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
-                        (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))][label]
-                colour = torch.full((3, 1, 1), 0.15)
-                colour[int(torch.randint(0, 3, (1,), generator=generator))] = 0.95
-            else:
-                colour = torch.full((3, 1, 1), 0.15)
-                colour[label] = 0.95
+            colour = torch.full((3, 1, 1), 0.15)
+            # the colour is the class, or random when the form is
+            colour[int(torch.randint(0, 3, (1,), generator=generator)) if task == "form" else label] = 0.95
             image = torch.where(mask, colour, image)
         images.append(image)
         masks.append(mask)

@@ -120,22 +120,19 @@ PRETRAIN_RECIPES["fcmae_small"] = replace(PRETRAIN_RECIPES["fcmae"], epochs=30, 
 # COCO), layer-wise decay 0.95, drop path 0.4, 800-pixel short side) and UperNet on ADE20K (160k
 # iterations at batch 16 = 127 epochs of 20k images, poly, 1500-iteration warm-up, stage-wise 0.9,
 # 512 crops). The small presets train on the built-in shapes in minutes on a CPU.
+# What both official downstream configs share: fine-tuning from ImageNet weights with AdamW at lr 1e-4
+# for batch 16, flips only, no EMA; and what both small presets share: ConvNeXt-atto from scratch, 128².
+DOWNSTREAM = Recipe(model="convnext_tiny", batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0, weight_decay=0.05,
+                    label_smoothing=0.0, mixup=0.0, cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5,
+                    drop_path=0.4, ema_decay=None)
+SMALL_DOWNSTREAM = dict(model="convnext_atto", warmup_epochs=0.5, layer_decay=None, drop_path=0.0, input_size=128)
 DETECT_RECIPES = {
-    "coco_3x": Recipe(model="convnext_tiny", epochs=36, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
-                      warmup_epochs=0.07, weight_decay=0.05, layer_decay=0.95, label_smoothing=0.0, mixup=0.0,
-                      cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
-                      input_size=800, schedule="step"),
+    "coco_3x": replace(DOWNSTREAM, epochs=36, warmup_epochs=0.07, layer_decay=0.95, input_size=800, schedule="step"),
 }
-DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], model="convnext_atto", epochs=10, batch_size=4,
-                                   lr=1.2e-3, lr_base_batch=4, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
-                                   input_size=128, schedule="cosine", rois_per_image=64, head_width=64,
-                                   proposals=250)
+DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], **SMALL_DOWNSTREAM, epochs=10, batch_size=4, lr=1.2e-3,
+                                   lr_base_batch=4, schedule="cosine", rois_per_image=64, head_width=64, proposals=250)
 SEGMENT_RECIPES = {
-    "ade20k_160k": Recipe(model="convnext_tiny", epochs=127, batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0,
-                          warmup_epochs=1.2, weight_decay=0.05, layer_decay=0.9, label_smoothing=0.0, mixup=0.0,
-                          cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5, drop_path=0.4, ema_decay=None,
-                          input_size=512, schedule="poly"),
+    "ade20k_160k": replace(DOWNSTREAM, epochs=127, warmup_epochs=1.2, layer_decay=0.9, input_size=512, schedule="poly"),
 }
-SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], model="convnext_atto", epochs=24, batch_size=8,
-                                    lr=1e-3, lr_base_batch=8, warmup_epochs=0.5, layer_decay=None, drop_path=0.0,
-                                    input_size=128, head_width=64, scale_jitter=1.0)
+SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], **SMALL_DOWNSTREAM, epochs=24, batch_size=8,
+                                    lr=1e-3, lr_base_batch=8, head_width=64, scale_jitter=1.0)

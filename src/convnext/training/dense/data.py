@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data import SeededJointAugmentation
+from ..data import SeededJointAugmentation, load_image
 from .segmentation_metrics import IGNORE
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -196,8 +196,8 @@ class MaskFolder(Dataset):
 
     def __getitem__(self, index: int):
         image_path, mask_path = self.pairs[index]
-        with Image.open(image_path) as image, Image.open(mask_path) as mask:
-            picture = tv_tensors.Image(v2.functional.pil_to_tensor(image.convert("RGB")))
+        picture = tv_tensors.Image(v2.functional.pil_to_tensor(load_image(str(image_path))))
+        with Image.open(mask_path) as mask:
             labels = np.asarray(mask)
         if labels.ndim != 2:
             raise BadSample(f"{mask_path}: a mask must be one channel of class indices, got shape {labels.shape}")
