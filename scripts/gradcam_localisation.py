@@ -4,11 +4,11 @@ A synthetic task: 96² images of smooth grey texture holding one coloured shape 
 triangle) at a random position, the class being its colour (red, green, blue), or no shape (a fourth
 class, so that every colour class needs evidence of its own). A small model is trained from scratch
 on fresh images each step, either until held-out accuracy reaches --stop-at or for --steps; then, on
-200 new shape images, the share whose upsampled heat-map peak lies inside the shape (and within one
-cell of the stage's grid of it), per stage.
+200 new shape images, the share whose heat-map peak (the centre of the map's highest cell) lies inside
+the shape (and within one cell of the stage's grid of it), per stage.
 
     python scripts/gradcam_localisation.py [--model convnext_test] [--seeds 5] [--stop-at 0.95 | --steps 1500]
-        [--task colour|form] [--label-smoothing 0.1] [--dims 32 64 96 128]
+        [--loss cross-entropy|hinge] [--task colour|form] [--label-smoothing 0.1] [--dims 32 64 96 128]
 """
 import argparse
 import json
@@ -50,8 +50,19 @@ def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tu
     return (torch.stack(images) - 0.45) / 0.25, labels, torch.stack(masks)
 
 
-def train(model_name: str, seed: int, stop_at: float | None, steps: int, task: str,
-          label_smoothing: float, dims=None) -> tuple[torch.nn.Module, int, float]:
+LOSSES = {
+    "cross-entropy": lambda logits, labels, smoothing: F.cross_entropy(logits, labels, label_smoothing=smoothing),
+    # Zero once every class score clears the others by 1: training stops pushing the scores towards the
+    # head LayerNorm's ceiling, where their gradients (all Grad-CAM reads) vanish and change sign.
+    "hinge": lambda logits, labels, smoothing: F.multi_margin_loss(logits, labels),
+    "one-vs-rest-logistic": lambda logits, labels, smoothing: F.binary_cross_entropy_with_logits(
+        logits, F.one_hot(labels, 4).float()),
+    "one-vs-rest-hinge": lambda logits, labels, smoothing: F.relu(1 - (2 * F.one_hot(labels, 4) - 1) * logits).mean(),
+}
+
+
+def train(model_name: str, seed: int, steps: int, stop_at: float | None = None, task: str = "colour",
+          loss_name: str = "cross-entropy", label_smoothing: float = 0.0, dims=None) -> tuple[torch.nn.Module, int, float]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = convnext.create_model(model_name, num_classes=4, **({"dims": dims} if dims else {}))
@@ -59,7 +70,7 @@ def train(model_name: str, seed: int, stop_at: float | None, steps: int, task: s
     x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed), task)
     for step in range(1, steps + 1):
         x, y, _ = shape_images(32, generator, task)
-        loss = F.cross_entropy(model.train()(x), y, label_smoothing=label_smoothing)
+        loss = LOSSES[loss_name](model.train()(x), y, label_smoothing)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -70,6 +81,25 @@ def train(model_name: str, seed: int, stop_at: float | None, steps: int, task: s
     return model.eval(), step, loss.item()
 
 
+def held_out(seed: int, task: str = "colour") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """200 new images that hold a shape."""
+    x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed), task)
+    keep = (y < 3).nonzero()[:200, 0]
+    return x[keep], y[keep], masks[keep]
+
+
+def localisation(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, stage: int) -> dict:
+    """Shares of images whose map peak (the centre of the map's highest cell, where its bilinear
+    upsampling peaks too) lies inside the shape, and within one cell of the map's grid of it."""
+    cams = grad_cam(model, x, stage=stage)
+    grid, cell = cams.maps.shape[-1], SIZE // cams.maps.shape[-1]
+    peaks = cams.maps.flatten(1).argmax(1)
+    images, peak_rows, peak_cols = torch.arange(len(x)), (peaks // grid) * cell + cell // 2, (peaks % grid) * cell + cell // 2
+    grown = F.max_pool2d(masks[:, None].float(), 2 * cell + 1, stride=1, padding=cell)[:, 0]
+    return {"inside": round(masks[images, peak_rows, peak_cols].float().mean().item(), 3),
+            "within_cell": round(grown[images, peak_rows, peak_cols].mean().item(), 3), "empty": sum(cams.empty)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="convnext_test")
@@ -77,6 +107,7 @@ def main() -> None:
     parser.add_argument("--stop-at", type=float, help="stop training at this held-out accuracy (checked every 25 steps)")
     parser.add_argument("--steps", type=int, default=1500, help="the most training steps")
     parser.add_argument("--task", choices=("colour", "form"), default="colour", help="what decides the class")
+    parser.add_argument("--loss", choices=tuple(LOSSES), default="cross-entropy")
     parser.add_argument("--dims", type=int, nargs=4, help="channel widths per stage (default: the model's)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--out", help="write the figures as JSON here")
@@ -85,24 +116,16 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         started = time.perf_counter()
-        model, steps, loss = train(args.model, seed, args.stop_at, args.steps, args.task, args.label_smoothing, args.dims)
-        x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed), args.task)
-        keep = (y < 3).nonzero()[:200, 0]
-        x, y, masks = x[keep], y[keep], masks[keep]
+        model, steps, loss = train(args.model, seed, args.steps, args.stop_at, args.task, args.loss,
+                                   args.label_smoothing, args.dims)
+        x, y, masks = held_out(seed, args.task)
         with torch.no_grad():
             accuracy = (model(x).argmax(1) == y).float().mean().item()
         row = {"seed": seed, "steps": steps, "last_loss": round(loss, 4), "accuracy": accuracy,
                "seconds": round(time.perf_counter() - started, 1), "inside": {}, "within_cell": {}, "empty": {}}
-        for stage in range(len(spatial_steps(model)) - 1):  # the last map is 3x3 at 96²
-            cams = grad_cam(model, x, stage=stage)
-            up = F.interpolate(cams.maps[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
-            peaks = up.flatten(1).argmax(1)
-            row["inside"][stage] = round(masks.flatten(1)[torch.arange(len(y)), peaks].float().mean().item(), 3)
-            # the map's own resolution: the shape grown by one cell of this stage's grid
-            cell = SIZE // cams.maps.shape[-1]
-            grown = F.max_pool2d(masks[:, None].float(), 2 * cell + 1, stride=1, padding=cell)[:, 0]
-            row["within_cell"][stage] = round(grown.flatten(1)[torch.arange(len(y)), peaks].mean().item(), 3)
-            row["empty"][stage] = sum(cams.empty)
+        for stage in range(len(spatial_steps(model))):
+            for key, value in localisation(model, x, masks, stage).items():
+                row[key][stage] = value
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

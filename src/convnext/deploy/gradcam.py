@@ -4,7 +4,9 @@ The trunk runs without autograd up to the chosen stage's output A (N, C, h, w); 
 stages, pooling, norm, head) is recomputed from A with autograd, so frozen or folded weights are fine
 and each image gets its own map. With α_c = mean over positions of ∂logit_c/∂A, the map is
 ReLU(Σ_c α_c A_c), scaled to [0, 1]. ConvNeXt's head is mean → LayerNorm → Linear, whose Jacobian can
-make every α·A negative: such a map is reported empty rather than drawn as noise.
+make every α·A negative: such a map is reported empty rather than drawn as noise. Where the peak lands
+on the object, and where it does not (softmax-trained scores; stages feeding a LayerNorm), is measured
+in docs/serving.md.
 
     cams = grad_cam(model, images)                 # last stage, top-1 class
     cams = grad_cam(model, images, classes=[3, 7], stage=2)
