@@ -8,7 +8,7 @@ on fresh images each step, either until held-out accuracy reaches --stop-at or f
 the shape (and within one cell of the stage's grid of it), per stage.
 
     python scripts/gradcam_localisation.py [--model convnext_test] [--seeds 5] [--stop-at 0.95 | --steps 1500]
-        [--loss cross-entropy|hinge] [--task colour|form] [--label-smoothing 0.1] [--dims 32 64 96 128]
+        [--loss cross-entropy|hinge] [--task colour|form] [--label-smoothing 0.1] [--dims 32 64 96 128] [--size 96]
 """
 import argparse
 import json
@@ -24,20 +24,22 @@ from convnext.models.hardware import describe
 SIZE = 96
 
 
-def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images normalised, labels 0-2 (the shape's colour, or its form) / 3 none, masks of the shape)."""
-    rows, cols = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+def shape_images(n: int, generator: torch.Generator, task: str = "colour",
+                 size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images normalised, labels 0-2 (the shape's colour, or its form) / 3 none, masks of the shape);
+    at another size than 96², the shapes and the texture scale with the image."""
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     labels = torch.randint(0, 4, (n,), generator=generator)
     images, masks = [], []
     for label in labels.tolist():
-        form, radius = int(torch.randint(0, 3, (1,), generator=generator)), int(torch.randint(11, 16, (1,), generator=generator))
-        cy, cx = (int(v) for v in torch.randint(radius + 1, SIZE - radius - 1, (2,), generator=generator))
+        form, radius = int(torch.randint(0, 3, (1,), generator=generator)), int(torch.randint(11, 16, (1,), generator=generator)) * size // SIZE
+        cy, cx = (int(v) for v in torch.randint(radius + 1, size - radius - 1, (2,), generator=generator))
         dy, dx = (rows - cy).float(), (cols - cx).float()
         forms = [dy**2 + dx**2 <= radius**2, (dy.abs() <= 0.85 * radius) & (dx.abs() <= 0.85 * radius),
                  (dy <= 0.8 * radius) & (dy >= -radius) & (dx.abs() <= 0.55 * (dy + radius))]
         mask = forms[label if task == "form" and label < 3 else form]
-        texture = F.interpolate(torch.rand(1, 1, 12, 12, generator=generator), size=(SIZE, SIZE), mode="bilinear")[0, 0]
-        image = (0.45 + 0.1 * texture + 0.03 * torch.randn(SIZE, SIZE, generator=generator)).expand(3, -1, -1)
+        texture = F.interpolate(torch.rand(1, 1, 12, 12, generator=generator), size=(size, size), mode="bilinear")[0, 0]
+        image = (0.45 + 0.1 * texture + 0.03 * torch.randn(size, size, generator=generator)).expand(3, -1, -1)
         if label == 3:
             mask = torch.zeros_like(mask)
         else:
@@ -51,10 +53,12 @@ def shape_images(n: int, generator: torch.Generator, task: str = "colour") -> tu
 
 
 LOSSES = {
+    # These two train only the differences between class scores (the multi-class margin stops once
+    # they reach 1), so a class's own score need not rise with its own evidence.
     "cross-entropy": lambda logits, labels, smoothing: F.cross_entropy(logits, labels, label_smoothing=smoothing),
-    # Zero once every class score clears the others by 1: training stops pushing the scores towards the
-    # head LayerNorm's ceiling, where their gradients (all Grad-CAM reads) vanish and change sign.
     "hinge": lambda logits, labels, smoothing: F.multi_margin_loss(logits, labels),
+    # Each score must separate its class from every other image, "no shape" included: the score is the
+    # class's own evidence, which is what Grad-CAM differentiates.
     "one-vs-rest-logistic": lambda logits, labels, smoothing: F.binary_cross_entropy_with_logits(
         logits, F.one_hot(labels, 4).float()),
     "one-vs-rest-hinge": lambda logits, labels, smoothing: F.relu(1 - (2 * F.one_hot(labels, 4) - 1) * logits).mean(),
@@ -62,14 +66,15 @@ LOSSES = {
 
 
 def train(model_name: str, seed: int, steps: int, stop_at: float | None = None, task: str = "colour",
-          loss_name: str = "cross-entropy", label_smoothing: float = 0.0, dims=None) -> tuple[torch.nn.Module, int, float]:
+          loss_name: str = "cross-entropy", label_smoothing: float = 0.0, dims=None,
+          size: int = SIZE) -> tuple[torch.nn.Module, int, float]:
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = convnext.create_model(model_name, num_classes=4, **({"dims": dims} if dims else {}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=4e-3, weight_decay=0.05)
-    x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed), task)
+    x_val, y_val, _ = shape_images(100, torch.Generator().manual_seed(10_000 + seed), task, size)
     for step in range(1, steps + 1):
-        x, y, _ = shape_images(32, generator, task)
+        x, y, _ = shape_images(32, generator, task, size)
         loss = LOSSES[loss_name](model.train()(x), y, label_smoothing)
         optimizer.zero_grad()
         loss.backward()
@@ -81,9 +86,9 @@ def train(model_name: str, seed: int, steps: int, stop_at: float | None = None, 
     return model.eval(), step, loss.item()
 
 
-def held_out(seed: int, task: str = "colour") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def held_out(seed: int, task: str = "colour", size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """200 new images that hold a shape."""
-    x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed), task)
+    x, y, masks = shape_images(300, torch.Generator().manual_seed(20_000 + seed), task, size)
     keep = (y < 3).nonzero()[:200, 0]
     return x[keep], y[keep], masks[keep]
 
@@ -92,7 +97,7 @@ def localisation(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, s
     """Shares of images whose map peak (the centre of the map's highest cell, where its bilinear
     upsampling peaks too) lies inside the shape, and within one cell of the map's grid of it."""
     cams = grad_cam(model, x, stage=stage)
-    grid, cell = cams.maps.shape[-1], SIZE // cams.maps.shape[-1]
+    grid, cell = cams.maps.shape[-1], x.shape[-1] // cams.maps.shape[-1]
     peaks = cams.maps.flatten(1).argmax(1)
     images, peak_rows, peak_cols = torch.arange(len(x)), (peaks // grid) * cell + cell // 2, (peaks % grid) * cell + cell // 2
     grown = F.max_pool2d(masks[:, None].float(), 2 * cell + 1, stride=1, padding=cell)[:, 0]
@@ -110,6 +115,7 @@ def main() -> None:
     parser.add_argument("--loss", choices=tuple(LOSSES), default="cross-entropy")
     parser.add_argument("--dims", type=int, nargs=4, help="channel widths per stage (default: the model's)")
     parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--size", type=int, default=SIZE, help="image side (shapes scale with it)")
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args()
     print(describe("cpu"))
@@ -117,8 +123,8 @@ def main() -> None:
     for seed in range(args.seeds):
         started = time.perf_counter()
         model, steps, loss = train(args.model, seed, args.steps, args.stop_at, args.task, args.loss,
-                                   args.label_smoothing, args.dims)
-        x, y, masks = held_out(seed, args.task)
+                                   args.label_smoothing, args.dims, args.size)
+        x, y, masks = held_out(seed, args.task, args.size)
         with torch.no_grad():
             accuracy = (model(x).argmax(1) == y).float().mean().item()
         row = {"seed": seed, "steps": steps, "last_loss": round(loss, 4), "accuracy": accuracy,
