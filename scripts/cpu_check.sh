@@ -12,17 +12,17 @@ echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) | $(nproc) threads |
      "avx512_bf16 $(has avx512_bf16), amx_tile $(has amx_tile), amx_bf16 $(has amx_bf16) | commit $(git rev-parse --short HEAD)"
 
 if [ -n "${QUICK:-}" ]; then
-    out=$(mktemp -d); bench=(--model convnext_test --input-size 64 --rounds 1 --iters 1 --no-memory); train=(--epochs 1 --max-steps 5)
+    out=$(mktemp -d); model=convnext_test; bench=(--model "$model" --input-size 64 --rounds 1 --iters 1 --no-memory); train=(--epochs 1 --max-steps 5)
 else
-    out=docs/bench; bench=(--compile --rounds 5 --iters 2); train=()
+    out=docs/bench; model=convnext_tiny; bench=(--compile --rounds 5 --iters 2); train=()
 fi
 runs=runs/cpu-check-$kind
 
 # 1-2. ConvNeXt-T against the peers, float32 and bfloat16 (autocast for the peers), with "% peak".
 for amp in fp32 bf16; do
     extra=(); [ "$amp" = bf16 ] && extra=(--amp bf16)
-    "$BIN/convnext" bench "${bench[@]}" "${extra[@]}" --json "$out/cpu-$kind-$amp-convnext_tiny.json" \
-        --plot "$out/cpu-$kind-$amp-convnext_tiny.png" | tee "$out/cpu-$kind-$amp-convnext_tiny.txt"
+    "$BIN/convnext" bench "${bench[@]}" "${extra[@]}" --json "$out/cpu-$kind-$amp-$model.json" \
+        --plot "$out/cpu-$kind-$amp-$model.png" | tee "$out/cpu-$kind-$amp-$model.txt"
 done
 
 # 3-4. The demo (ConvNeXt-atto, digits) in float32 and in bf16: test top-1 and seconds of training,

@@ -60,8 +60,8 @@ LOSSES = {
     # Each score must separate its class from every other image, "no shape" included: the score is the
     # class's own evidence, which is what Grad-CAM differentiates.
     "one-vs-rest-logistic": lambda logits, labels, smoothing: F.binary_cross_entropy_with_logits(
-        logits, F.one_hot(labels, 4).float()),
-    "one-vs-rest-hinge": lambda logits, labels, smoothing: F.relu(1 - (2 * F.one_hot(labels, 4) - 1) * logits).mean(),
+        logits, F.one_hot(labels, logits.shape[1]).float()),
+    "one-vs-rest-hinge": lambda logits, labels, smoothing: F.relu(1 - (2 * F.one_hot(labels, logits.shape[1]) - 1) * logits).mean(),
 }
 
 

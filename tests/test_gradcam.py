@@ -14,8 +14,8 @@ from convnext.deploy.gradcam import grad_cam, overlay
 from helpers import max_abs_diff, perturbed
 
 
-def autograd_reference(model, images, classes, stage):
-    """Grad-CAM the textbook way: the whole forward pass under autograd, a hook on the stage's output."""
+def stage_output_and_gradient(model, images, classes, stage):
+    """A stage's output A and ∂(the classes' logits)/∂A, the whole forward pass under plain autograd."""
     kept = {}
     step = model.stages[stage] if hasattr(model, "stages") else [model.stem, model.blocks][stage]
     handle = step.register_forward_hook(lambda module, args, out: kept.setdefault("A", out))
@@ -24,7 +24,13 @@ def autograd_reference(model, images, classes, stage):
         (grads,) = torch.autograd.grad(logits.gather(1, torch.tensor(classes)[:, None]).sum(), kept["A"])
     finally:
         handle.remove()
-    maps = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * kept["A"]).sum(dim=1)).detach()
+    return kept["A"].detach(), grads
+
+
+def autograd_reference(model, images, classes, stage):
+    """Grad-CAM the textbook way: a hook on the stage's output."""
+    activations, grads = stage_output_and_gradient(model, images, classes, stage)
+    maps = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1))
     return maps / maps.amax(dim=(1, 2), keepdim=True)
 
 
@@ -73,18 +79,6 @@ def test_predict_writes_cam_overlays(tmp_path, capsys):
     assert Image.open(tmp_path / "cams" / "digit.cam.png").size == (32, 32)
 
 
-def stage_activations_and_gradients(model, images, stage):
-    """A stage's output A and ∂(logit 0)/∂A, through plain autograd."""
-    kept = {}
-    handle = model.stages[stage].register_forward_hook(lambda module, args, out: kept.setdefault("A", out))
-    try:
-        logits = model(images)
-        (grads,) = torch.autograd.grad(logits[:, 0].sum(), kept["A"])
-    finally:
-        handle.remove()
-    return kept["A"].detach(), grads
-
-
 @pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test"])
 def test_every_stage_output_reaches_the_logit_through_a_layernorm(name):
     """Why Grad-CAM's peak can miss the object on ConvNeXt (docs/serving.md): each of stages 0-2 feeds
@@ -95,14 +89,14 @@ def test_every_stage_output_reaches_the_logit_through_a_layernorm(name):
     model = perturbed(convnext.create_model(name, num_classes=4), 0.05).eval()
     images = torch.randn(2, 3, 96, 96)
     for stage in range(3):
-        activations, grads = stage_activations_and_gradients(model, images, stage)
+        activations, grads = stage_output_and_gradient(model, images, [0, 0], stage)
         own = (grads * activations).sum(dim=1).abs()  # (N, h, w): ∂logit/∂A_pos · A_pos
         scale = grads.norm(dim=1) * activations.norm(dim=1)
         assert (own / scale).max() < 1e-3, stage
         # Other positions' gradients do not vanish against it: that is all Grad-CAM's α·A sees.
         cross = (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1).abs()
         assert (cross / (grads.mean(dim=(2, 3), keepdim=True).norm(dim=1) * activations.norm(dim=1))).max() > 0.05
-    activations, grads = stage_activations_and_gradients(model, images, 3)
+    activations, grads = stage_output_and_gradient(model, images, [0, 0], 3)
     weighted = (grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)  # (N, h, w)
     assert (weighted.sum(dim=(1, 2)).abs() / weighted.abs().sum(dim=(1, 2))).max() < 1e-3
 
