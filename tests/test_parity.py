@@ -1,10 +1,13 @@
 """Same weights, same logits: our models against timm, torchvision and transformers."""
+import contextlib
+
 import pytest
 import torch
 
 import convnext
 from convnext.checkpoints.convert import from_format, to_format
-from helpers import hf_model, logits, max_abs_diff, timm_model, torchvision_model
+from convnext.models import autotune
+from helpers import hf_model, logits, max_abs_diff, tf32, timm_model, torchvision_model
 
 TINY = ((3, 3, 9, 3), (96, 192, 384, 768))
 
@@ -33,22 +36,33 @@ def test_tiny_logits_match_peer(name, peer, fmt):
         assert max_abs_diff(ours(x), logits(peer, x)) <= 1e-5
 
 
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
+
+
+@pytest.mark.parametrize("device,pointwise", [
+    ("cpu", None), ("cpu", "conv"), ("cpu", "linear"),
+    pytest.param("cuda", None, marks=GPU), pytest.param("cuda", "conv", marks=GPU), pytest.param("cuda", "linear", marks=GPU),
+], ids=["cpu-measured", "cpu-conv", "cpu-linear", "cuda-measured", "cuda-conv", "cuda-linear"])
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
-def test_gradients_match_timm(name, amp):
+def test_gradients_match_timm(name, amp, device, pointwise):
     """Our hand-written backward passes (depthwise conv, GELU recomputation, layer scale folded into
-    pwconv2, oneDNN or BLAS pointwise layers, whichever this machine measured faster) give the gradients
-    plain autograd gives timm; under bf16 autocast both, to bf16's precision."""
+    pwconv2, pointwise layers as a 1x1 conv or a GEMM, whichever the machine measured faster, and each
+    of the two) give the gradients plain autograd gives timm; under bf16 autocast both, to bf16's
+    precision."""
     peer = timm_model(name).train()
     with torch.no_grad():
         for p in peer.parameters():  # non-zero GRN and layer scale, so their gradients are compared too
             p.add_(0.01 * torch.randn_like(p))
     ours = load_from_peer(name, peer, "timm").train()
-    x, target = torch.randn(3, 3, 64, 64), torch.randint(0, 1000, (3,))
-    for model in (ours, peer):
-        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
-            logits = model(x)
-        torch.nn.functional.cross_entropy(logits.float(), target).backward()
+    ours, peer = ours.to(device), peer.to(device)
+    x, target = torch.randn(3, 3, 64, 64, device=device), torch.randint(0, 1000, (3,), device=device)
+    forced = autotune.forced(pointwise=pointwise) if pointwise else contextlib.nullcontext()
+    with forced, tf32(convolutions=False, matmuls=False):  # fp32 means fp32 in both implementations
+        for model in (ours, peer):
+            with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                logits = model(x)
+            torch.nn.functional.cross_entropy(logits.float(), target).backward()
     ours_grads = to_format({k: p.grad for k, p in ours.named_parameters()}, "timm", conv_mlp=True)
     peer_grads = {k: p.grad for k, p in peer.named_parameters()}
     assert ours_grads.keys() == peer_grads.keys()

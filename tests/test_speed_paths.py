@@ -16,7 +16,7 @@ from convnext.models import autotune, hardware, kernels
 from convnext.training.data import BatchedCropFlip, SeededAugmentation, build_data, train_transform
 from convnext.training.recipes import RECIPES
 from convnext.deploy.peers import PEERS
-from helpers import max_abs_diff
+from helpers import max_abs_diff, tf32
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +75,8 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
     x = torch.zeros(1)
     first = autotune.choose("op", (1,), x, candidates, ("a", "b"))
     assert first in ("a", "b") and len(calls) == 8  # one untimed and three timed calls each
+    seconds = autotune.measured()["op (1,)"]
+    assert seconds.keys() == {"a", "b"} and min(seconds, key=seconds.get) == first
     assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == first and len(calls) == 8
     saved = autotune.choices()
     autotune.reset()
@@ -88,6 +90,33 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
         torch.use_deterministic_algorithms(False)
     assert autotune.choose("op", (3,), torch.zeros(1, device="meta"), candidates, ("a", "b")) == "a"
     assert len(calls) == 8
+
+
+def test_off_cpus_the_gemm_is_the_default_and_cudnn_competes_only_in_the_same_precision():
+    weight = torch.zeros(16, 8)
+    on_cpu, elsewhere = torch.zeros(2, 8, 4, 4), torch.zeros(2, 8, 4, 4, device="meta")
+    assert list(kernels._default_first(kernels.POINTWISE, on_cpu))[0] == "conv"
+    assert kernels.pointwise_backend(elsewhere, weight, None, True) == "linear"  # nothing measured: the default
+    with tf32(convolutions=True, matmuls=False):  # PyTorch's defaults
+        assert list(kernels._default_first(kernels.POINTWISE, elsewhere)) == ["linear"]
+        assert list(kernels._default_first(kernels.POINTWISE, elsewhere.bfloat16())) == ["linear", "conv"]
+        assert list(kernels._default_first(kernels.POINTWISE_GELU, elsewhere.bfloat16())) == ["linear", "conv"]
+    with tf32(convolutions=False, matmuls=False):
+        assert list(kernels._default_first(kernels.POINTWISE, elsewhere)) == ["linear", "conv"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
+def test_a_gpu_measures_its_pointwise_kernels():
+    model = convnext.create_model("convnext_test").cuda().train()
+    x = torch.randn(4, 3, 64, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        model(x).float().sum().backward()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        model.eval()(x)
+    measured = {key: choice for key, choice in autotune.choices().items() if "'cuda'" in key}
+    assert any(key.startswith("pointwise (") for key in measured)  # training shapes
+    assert any(key.startswith("pointwise_gelu (") for key in measured)  # inference shapes
+    assert set(measured.values()) <= {"linear", "conv"}
 
 
 def test_a_training_checkpoint_carries_the_kernel_choices(tmp_path):

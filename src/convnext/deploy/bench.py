@@ -10,12 +10,14 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import autotune
 from ..models.counting import count_macs
 from ..models.hardware import amp_dtype, describe
 from ..models.registry import create_model
@@ -231,7 +233,8 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
     return {"model": model_name, "batch": batch, "input_size": size, "device": describe(device),
             "amp": amp, "threads": torch.get_num_threads(), "rounds": rounds, "iters": iters,
             "macs": macs, "matmul_peak_gflops": peak, "low_precision_peak_gflops": low_peak,
-            "torch": torch.__version__, "results": rows}
+            "torch": torch.__version__, "kernels": autotune.choices(),
+            "kernel_seconds": autotune.measured(), "results": rows}
 
 
 def _peak_memory(c: Contender, x, train_step, device: torch.device, batch: int, size: int) -> float:
@@ -273,7 +276,18 @@ def table(report: dict) -> str:
                      f"{cell('latency_ms', '.1f', 7)} {100 * r['infer_gflops'] / peak:6.0f} "
                      f"{cell('train_img_s', '.2f', 11)} {cell('train_vs_best_peer', '.2f', 6)} "
                      f"{cell('train_peak_mb', '.0f', 8)} {cell('memory_vs_lowest_peer', '.2f', 6)}")
+    if report.get("kernels"):
+        lines.append(f"kernels measured on this machine (shapes per choice): {kernel_summary(report['kernels'])}")
     return "\n".join(lines)
+
+
+def kernel_summary(choices: dict[str, str]) -> str:
+    """{"pointwise (...)": "conv", ...} as "pointwise conv 12 linear 4; ...": what autotune picked."""
+    by_op: dict[str, Counter] = {}
+    for key, choice in choices.items():
+        by_op.setdefault(key.split(" ", 1)[0], Counter())[choice] += 1
+    return "; ".join(f"{op} " + " ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+                     for op, counts in sorted(by_op.items()))
 
 
 def plot(report: dict, path) -> None:

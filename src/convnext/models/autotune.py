@@ -4,12 +4,13 @@ Several layers here can be computed two or more exact ways (a pointwise layer as
 oneDNN 1x1 convolution, a depthwise weight gradient by oneDNN or as another convolution, a block's
 inference over the whole batch or over cache-sized chunks of it), and which is faster depends on the
 CPU: on one 2-core AMD EPYC oneDNN ran ConvNeXt-T's GEMMs at twice the BLAS's speed, on a Zen 4 and
-on an Intel Xeon with AMX the two were level (docs/performance.md). So, like
-`torch.backends.cudnn.benchmark`, the first call with a new key times every candidate on the real
-inputs and later calls take the winner.
+on an Intel Xeon with AMX the two were level (docs/performance.md); on GPUs the pointwise layers may
+run on cuBLAS or cuDNN. So, like `torch.backends.cudnn.benchmark`, the first call with a new key
+times every candidate on the real inputs and later calls take the winner.
 
-The first candidate of each op is its default: what runs when nothing is measured (off CPUs, while
-tracing or compiling, under `torch.use_deterministic_algorithms`, or with `enabled = False`). A
+The first candidate of each op is its default: what runs when nothing is measured (on devices other
+than CPUs and CUDA GPUs, while tracing or compiling, under `torch.use_deterministic_algorithms`, or
+with `enabled = False`). A
 training run stores `choices()` in its checkpoints and `pin`s them when it resumes, so a resumed run
 computes with the kernels it started with and ends bit-identical.
 """
@@ -21,14 +22,15 @@ import torch
 
 enabled = True
 _choices: dict[str, str] = {}  # "op key" -> the winning candidate's name
+_seconds: dict[str, dict[str, float]] = {}  # "op key" -> each candidate's best time, for reports
 _forced: dict[str, str] = {}  # op -> candidate, for tests that must cover every path
 
 Candidates = dict[str, Callable[[], object]]
 
 
 def measurable(example: torch.Tensor) -> bool:
-    """Whether timing on `example` would mean anything: a real CPU tensor in eager execution."""
-    return (enabled and example.device.type == "cpu" and not torch.compiler.is_compiling()
+    """Whether timing on `example` would mean anything: a real CPU or CUDA tensor in eager execution."""
+    return (enabled and example.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not torch.are_deterministic_algorithms_enabled()
             and not isinstance(example, torch._subclasses.FakeTensor))
@@ -48,26 +50,39 @@ def choose(op: str, key: tuple, example: torch.Tensor, candidates: Callable[[], 
         return names[0]
     entry = f"{op} {key}"
     if entry not in _choices:
-        _choices[entry] = fastest(candidates())
+        _seconds[entry] = timings(candidates(), example.device)
+        _choices[entry] = min(_seconds[entry], key=_seconds[entry].get)
     return _choices[entry]
 
 
-def fastest(candidates: Candidates, rounds: int = 3) -> str:
-    """Best-of-`rounds` wall time, candidates interleaved so that machine noise hits them alike."""
+def timings(candidates: Candidates, device: torch.device = torch.device("cpu"), rounds: int = 3) -> dict[str, float]:
+    """Each candidate's best-of-`rounds` wall time in seconds, candidates interleaved so that machine
+    noise hits them alike."""
+    def finish():  # GPU kernels run asynchronously: a call's time is until its last kernel ends
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for run in candidates.values():
         run()  # the first call builds oneDNN primitives and faults in pages: not timed
     best = dict.fromkeys(candidates, float("inf"))
     for _ in range(rounds):
         for name, run in candidates.items():
+            finish()
             start = time.perf_counter()
             run()
+            finish()
             best[name] = min(best[name], time.perf_counter() - start)
-    return min(best, key=best.get)
+    return best
 
 
 def choices() -> dict[str, str]:
     """Every choice made in this process (for a checkpoint)."""
     return dict(_choices)
+
+
+def measured() -> dict[str, dict[str, float]]:
+    """The seconds behind each choice this process measured (not those pinned), for benchmark reports."""
+    return {entry: dict(times) for entry, times in _seconds.items()}
 
 
 def pin(saved: dict[str, str]) -> None:
@@ -77,6 +92,7 @@ def pin(saved: dict[str, str]) -> None:
 
 def reset() -> None:
     _choices.clear()
+    _seconds.clear()
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if not training:
         return lambda: layer(x, weight, bias)
     leaves = [t.detach().requires_grad_() if t is not None else None for t in (x, weight, bias)]
-    grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=_autocast_dtype(x) or x.dtype)
+    grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=_autocast_dtype(x) or x.dtype, device=x.device)
 
     def step():
         # Identity hooks on top of the stack: a surrounding activation checkpoint must not see the trial's
@@ -73,38 +73,54 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   training: bool) -> str:
     n, c, h, w = x.shape
-    key = (str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], training)
+    key = (x.device.type, str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], training)
     names = tuple(table)
     return choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
 
 
+def _default_first(table: dict, x: torch.Tensor) -> dict:
+    """The candidates for x's device, the default first: oneDNN's conv on CPUs; elsewhere the GEMM
+    (cuBLAS on GPUs), then cuDNN's 1x1 conv where it computes in the GEMM's precision, and nothing
+    that only oneDNN has.
+    """
+    if on_onednn(x):
+        return table
+    return {name: table[name] for name in (("linear", "conv") if _cudnn_keeps_precision(x) else ("linear",))}
+
+
+def _cudnn_keeps_precision(x: torch.Tensor) -> bool:
+    """PyTorch lets cuDNN round float32 convolutions to TF32 by default but not cuBLAS's float32 GEMMs:
+    in float32 the conv is a candidate only where both are allowed the same (it would be faster by
+    being less exact, and the model's result would depend on which one won).
+    """
+    dtype = _autocast_dtype(x) or x.dtype
+    return dtype != torch.float32 or torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32
+
+
 def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
-    """"conv" (oneDNN) or "linear" (BLAS) for these shapes on this CPU; "linear" (cuBLAS) elsewhere."""
-    if not on_onednn(x):
-        return "linear"
-    return _choose_layer("pointwise", POINTWISE, x, weight, bias, training)
+    """"conv" (oneDNN, cuDNN) or "linear" (BLAS, cuBLAS): the faster for these shapes on this machine."""
+    return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training)
 
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A Linear layer's (out, in) weight applied at every position of a channels-last (N, C, H, W) tensor.
 
-    On CPUs it runs as a oneDNN 1x1 convolution or a BLAS GEMM, whichever measures faster for the
-    shape (oneDNN was twice as fast on one AMD EPYC, level on a Zen 4 and on an Intel Xeon); on GPUs
-    it is `F.linear` on the (N, H, W, C) view, which cuBLAS runs well.
+    It runs as a 1x1 convolution (oneDNN on CPUs, cuDNN on GPUs) or as `F.linear` on the (N, H, W, C)
+    view (a BLAS or cuBLAS GEMM), whichever measures faster for the shape on the machine at hand
+    (oneDNN was twice as fast on one AMD EPYC, level on a Zen 4 and on an Intel Xeon; docs/performance.md
+    has the GPU's figures). Where nothing is measured: the conv on CPUs, the GEMM elsewhere.
     """
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return POINTWISE[pointwise_backend(x, weight, bias, training)](x, weight, bias)
 
 
 def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """gelu(pointwise(x)), exact GELU. Without autograd on CPUs, the fastest of GELU fused into oneDNN's
-    1x1 convolution, or conv or GEMM followed by an in-place GELU (no 4C-wide buffer for the activation).
+    """gelu(pointwise(x)), exact GELU. Without autograd, the fastest of conv or GEMM followed by an
+    in-place GELU (no 4C-wide buffer for the activation) and, on CPUs, GELU fused into oneDNN's 1x1 conv.
     """
     if torch.is_grad_enabled():
         return F.gelu(pointwise(x, weight, bias))
-    if not on_onednn(x):
-        return POINTWISE_GELU["linear"](x, weight, bias)
-    table = POINTWISE_GELU
+    table = _default_first(POINTWISE_GELU, x)
     if (_autocast_dtype(x) or x.dtype) not in (torch.float32, torch.bfloat16):  # oneDNN fuses these two only
         table = {name: layer for name, layer in table.items() if name != "fused"}
     return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)

@@ -1,0 +1,95 @@
+"""Our training step with each pointwise kernel, eager and compiled, against timm's, in one process.
+
+    python scripts/training_step.py --device cuda --amp bf16 --batch-size 128 --json step.json
+    python scripts/training_step.py --model convnext_test --input-size 64 --rounds 1 --iters 1   # seconds
+
+`convnext bench` times our eager step with the kernels `autotune` measured; this script asks what that
+choice is worth: the same step with the pointwise layers forced to the GEMM (cuBLAS, BLAS) or to the
+1x1 convolution (cuDNN, oneDNN) everywhere, and, with --compile, `torch.compile` of ours and of timm
+(what `convnext train --compile` runs). Contenders are interleaved round by round; medians are reported.
+The step is bench's: forward under autocast, logsumexp loss, backward, AdamW.
+"""
+import argparse
+import contextlib
+import json
+import statistics
+
+import torch
+
+from convnext.deploy.bench import _timed
+from convnext.deploy.peers import PEERS
+from convnext.models import autotune
+from convnext.models.hardware import describe
+from convnext.models.registry import create_model
+
+
+def contenders(model_name: str, compile: bool, device: torch.device) -> dict:
+    """name -> (model, the kernel choice forced while it runs)."""
+    ours = create_model(model_name)
+    found = {"ours, measured kernels": (ours, None),
+             "ours, pointwise as GEMMs": (create_model(model_name), "linear"),
+             "ours, pointwise as 1x1 convs": (create_model(model_name), "conv")}
+    timm = PEERS["timm"](ours)
+    if timm is not None:
+        found["timm"] = (timm, None)
+    if compile:
+        found["ours, compiled"] = (torch.compile(create_model(model_name)), None)
+        if timm is not None:
+            found["timm, compiled"] = (torch.compile(PEERS["timm"](ours)), None)
+    for name, (model, forced) in found.items():
+        found[name] = (model.to(device, memory_format=torch.channels_last).train(), forced)
+    return found
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="convnext_tiny")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["bf16"], default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.amp else None
+    found = contenders(args.model, args.compile, device)
+    x = torch.randn(args.batch_size, 3, args.input_size, args.input_size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    optimizers = {name: torch.optim.AdamW(model.parameters()) for name, (model, _) in found.items()}
+
+    def step(name: str) -> None:
+        model, forced = found[name]
+        with autotune.forced(pointwise=forced) if forced else contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = model(x).float().logsumexp(dim=1).mean()
+            optimizers[name].zero_grad(set_to_none=True)
+            loss.backward()
+        optimizers[name].step()
+
+    seconds = {name: [] for name in found}
+    names = list(found)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            seconds[name].append(_timed(lambda: step(name), args.iters, device))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    rate = {name: args.batch_size / statistics.median(times) for name, times in seconds.items()}
+    baseline = rate.get("timm") or rate["ours, pointwise as GEMMs"]
+    print(f"{args.model}, batch {args.batch_size}, {args.input_size}², {describe(device)}, amp {args.amp or 'off'}")
+    print(f"{'training step':<30} {'img/s':>9} {'x timm':>7}")
+    for name, value in rate.items():
+        print(f"{name:<30} {value:9.1f} {value / baseline:7.2f}")
+    report = {"model": args.model, "batch": args.batch_size, "input_size": args.input_size,
+              "device": describe(device), "amp": args.amp, "torch": torch.__version__, "rounds": args.rounds,
+              "iters": args.iters, "train_img_s": rate, "kernels": autotune.choices(),
+              "kernel_seconds": autotune.measured()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
