@@ -11,7 +11,9 @@ python3 -c "import torch, timm, transformers, torchvision; print('torch', torch.
 git log -1 --format='commit %h' 2>/dev/null
 
 # 0. The CUDA paths give timm's gradients, each pointwise kernel and the measured choice (CI has no GPU).
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_parity.py tests/test_speed_paths.py -k "cuda or gpu" 2>&1 | tail -4
+timeout 150 python3 -m pytest -p no:cacheprovider tests/test_parity.py tests/test_speed_paths.py -k "cuda or gpu" \
+    > "$OUT/cuda-tests.log" 2>&1
+echo "CUDA tests: pytest exit status $? (0: all passed; $OUT/cuda-tests.log)"
 
 # 1. Inference and training against the peers: bf16 autocast, channels-last, ConvNeXt-T.
 timeout 240 python3 -m convnext.cli bench --device cuda --amp bf16 --batch-size 128 --rounds 5 --iters 10 \
@@ -19,7 +21,7 @@ timeout 240 python3 -m convnext.cli bench --device cuda --amp bf16 --batch-size 
 
 # 2. What the measured pointwise kernels are worth in training, and the compiled step, ours and timm's.
 timeout 240 python3 scripts/training_step.py --device cuda --amp bf16 --batch-size 128 --rounds 5 --iters 10 \
-    --compile --json "$OUT/cuda-training-step.json" 2>&1 | grep -v Warning
+    --compile --json "$OUT/cuda-training-step.json" --profile "$OUT/cuda-training-profile.txt" 2>&1 | grep -v Warning
 
 # 3. The roadmap on the built-in digits: every R50 step, one shared recipe, 10 epochs each.
 if [ "${ROADMAP:-0}" = 1 ]; then

@@ -41,6 +41,21 @@ def contenders(model_name: str, compile: bool, device: torch.device) -> dict:
     return found
 
 
+def profile(step, device: torch.device, steps: int = 3) -> str:
+    """torch.profiler's table of `steps` calls, the most time-consuming kernels first."""
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    step()
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=70)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="convnext_tiny")
@@ -52,6 +67,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--profile", metavar="FILE", help="also write torch.profiler's kernel table of each eager step")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.amp else None
@@ -81,6 +97,11 @@ def main(argv=None) -> dict:
     print(f"{'training step':<30} {'img/s':>9} {'x timm':>7}")
     for name, value in rate.items():
         print(f"{name:<30} {value:9.1f} {value / baseline:7.2f}")
+    if args.profile:
+        with open(args.profile, "w") as f:
+            for name in ("ours, measured kernels", "timm"):
+                f.write(f"== {name}: 3 steps ==\n{profile(lambda: step(name), device)}\n\n")
+        print(f"wrote {args.profile}")
     report = {"model": args.model, "batch": args.batch_size, "input_size": args.input_size,
               "device": describe(device), "amp": args.amp, "torch": torch.__version__, "rounds": args.rounds,
               "iters": args.iters, "train_img_s": rate, "kernels": autotune.choices(),
