@@ -111,7 +111,12 @@ def matmul_peak_gflops(device: torch.device, n: int | None = None, dtype: torch.
     image = torch.randn(1, n, n // 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     kernel = b[:, :, None, None]  # n positions of n channels, times an (n, n) weight
     candidates = (lambda: a @ b, lambda: F.conv2d(image, kernel))
-    seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, not TF32
+    try:
+        seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * n**3 / seconds / 1e9
 
 

@@ -21,6 +21,10 @@ from typing import Callable, Iterator
 import torch
 
 enabled = True
+# Closer timings than this are noise (best-of-3 of one layer): the default is kept, so that a process
+# does not take one kernel or the other at random where they are level (an H100's cuBLAS and cuDNN on
+# several of ConvNeXt-T's pointwise shapes, a Zen 4's BLAS and oneDNN on others).
+MARGIN = 0.05
 _choices: dict[str, str] = {}  # "op key" -> the winning candidate's name
 _seconds: dict[str, dict[str, float]] = {}  # "op key" -> each candidate's best time, for reports
 _forced: dict[str, str] = {}  # op -> candidate, for tests that must cover every path
@@ -43,15 +47,17 @@ def active(op: str, example: torch.Tensor) -> bool:
 
 def choose(op: str, key: tuple, example: torch.Tensor, candidates: Callable[[], Candidates],
            names: tuple[str, ...]) -> str:
-    """The name of the fastest of `names` for (op, key); `candidates()` builds them only to be timed."""
+    """The name of the fastest of `names` for (op, key); `candidates()` builds them only to be timed.
+    The default (the first) keeps its place unless another is at least `MARGIN` faster."""
     if op in _forced:
         return _forced[op]
     if len(names) == 1 or not measurable(example):  # before the key is formatted: it may hold symbolic sizes
         return names[0]
     entry = f"{op} {key}"
     if entry not in _choices:
-        _seconds[entry] = timings(candidates(), example.device)
-        _choices[entry] = min(_seconds[entry], key=_seconds[entry].get)
+        seconds = _seconds[entry] = timings(candidates(), example.device)
+        best = min(seconds, key=seconds.get)
+        _choices[entry] = best if seconds[best] < (1 - MARGIN) * seconds[names[0]] else names[0]
     return _choices[entry]
 
 
