@@ -93,20 +93,6 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
     assert len(calls) == 8
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
-def test_every_gradient_has_its_parameters_strides(channels_last, amp):
-    """Foreach optimizer kernels (AdamW's default) compare the strides of parameter and gradient exactly
-    and fall back to one kernel per tensor otherwise: our hand-written backward passes must not differ."""
-    model = convnext.create_model("convnextv2_test").train()
-    x = torch.randn(2, 3, 64, 64)
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        model(x).float().sum().backward()
-    assert [n for n, p in model.named_parameters() if p.grad.stride() != p.stride()] == []
-
-
 def test_a_clearly_faster_candidate_replaces_the_default():
     x = torch.zeros(1)
     slow_default = {"a": lambda: time.sleep(0.005), "b": lambda: None}

@@ -38,15 +38,6 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
 
-    def _apply(self, fn, recurse=True):
-        # `.to(memory_format=torch.channels_last)` gives a (1, 1, 1, C) tensor other strides in its size-1
-        # dims, which its gradient would not share; foreach optimizers (AdamW's default) compare strides
-        # exactly and would fall back to one kernel per tensor for the whole model.
-        super()._apply(fn, recurse)
-        for p in (self.gamma, self.beta):
-            p.data = p.data.clone(memory_format=torch.contiguous_format)  # .contiguous() keeps them
-        return self
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The spatial L2 norm sums H*W squares: in fp16 that overflows, so take it in float32.
         gx = torch.linalg.vector_norm(x.float(), ord=2, dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
