@@ -91,6 +91,8 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
         torch.use_deterministic_algorithms(False)
     assert autotune.choose("op", (3,), torch.zeros(1, device="meta"), candidates, ("a", "b")) == "a"
     assert len(calls) == 8
+    autotune.pin({"op (1,)": "c"})  # a kernel this process does not offer: the default runs
+    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == "a" and len(calls) == 8
 
 
 def test_a_clearly_faster_candidate_replaces_the_default():

@@ -10,9 +10,8 @@ times every candidate on the real inputs and later calls take the winner.
 
 The first candidate of each op is its default: what runs when nothing is measured (on devices other
 than CPUs and CUDA GPUs, while tracing or compiling, under `torch.use_deterministic_algorithms`, or
-with `enabled = False`). A
-training run stores `choices()` in its checkpoints and `pin`s them when it resumes, so a resumed run
-computes with the kernels it started with and ends bit-identical.
+with `enabled = False`). A training run stores `choices()` in its checkpoints and `pin`s them when it
+resumes, so a resumed run computes with the kernels it started with and ends bit-identical.
 """
 import time
 from contextlib import contextmanager
@@ -58,7 +57,9 @@ def choose(op: str, key: tuple, example: torch.Tensor, candidates: Callable[[], 
         seconds = _seconds[entry] = timings(candidates(), example.device)
         best = min(seconds, key=seconds.get)
         _choices[entry] = best if seconds[best] < (1 - MARGIN) * seconds[names[0]] else names[0]
-    return _choices[entry]
+    # A pinned or earlier choice that is no candidate now (TF32 settings changed, a build without the
+    # fused kernel) gives way to the default.
+    return _choices[entry] if _choices[entry] in names else names[0]
 
 
 def timings(candidates: Candidates, device: torch.device = torch.device("cpu"), rounds: int = 3) -> dict[str, float]:
