@@ -33,7 +33,10 @@ Candidates = dict[str, Callable[[], object]]
 
 def measurable(example: torch.Tensor) -> bool:
     """Whether timing on `example` would mean anything: a real CPU or CUDA tensor in eager execution."""
-    return (enabled and example.device.type in ("cpu", "cuda") and not torch.compiler.is_compiling()
+    on_gpu = example.device.type == "cuda"
+    if on_gpu and torch.cuda.is_current_stream_capturing():  # a CUDA graph records, nothing may synchronize
+        return False
+    return (enabled and (on_gpu or example.device.type == "cpu") and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and not torch.are_deterministic_algorithms_enabled()
             and not isinstance(example, torch._subclasses.FakeTensor))
