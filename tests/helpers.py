@@ -1,6 +1,4 @@
 """What the tests share: comparisons, random non-trivial weights, and the peers' models built offline."""
-import contextlib
-
 import timm
 import torch
 import torchvision
@@ -8,17 +6,6 @@ from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNe
                           ConvNextV2ForImageClassification)
 
 import convnext
-
-
-@contextlib.contextmanager
-def tf32(convolutions: bool, matmuls: bool):
-    """Whether CUDA float32 convolutions (cuDNN) and GEMMs (cuBLAS) may round to TF32, within the block."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = convolutions, matmuls
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,10 +14,11 @@ from torch import nn
 import convnext
 from convnext.cli import main
 from convnext.models import autotune, hardware, kernels
+from convnext.models.hardware import tf32
 from convnext.training.data import BatchedCropFlip, SeededAugmentation, build_data, train_transform
 from convnext.training.recipes import RECIPES
 from convnext.deploy.peers import PEERS
-from helpers import max_abs_diff, tf32
+from helpers import max_abs_diff
 
 
 @pytest.fixture(autouse=True)

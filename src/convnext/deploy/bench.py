@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models import autotune
 from ..models.counting import count_macs
-from ..models.hardware import amp_dtype, describe
+from ..models.hardware import amp_dtype, describe, tf32
 from ..models.registry import create_model
 from .inference import optimize_for_inference
 from .peers import PEERS
@@ -111,12 +111,8 @@ def matmul_peak_gflops(device: torch.device, n: int | None = None, dtype: torch.
     image = torch.randn(1, n, n // 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
     kernel = b[:, :, None, None]  # n positions of n channels, times an (n, n) weight
     candidates = (lambda: a @ b, lambda: F.conv2d(image, kernel))
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32, not TF32
-    try:
+    with tf32(convolutions=False, matmuls=False):  # fp32 means fp32, not TF32
         seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     return 2 * n**3 / seconds / 1e9
 
 
@@ -210,19 +206,22 @@ def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, dev
             model.set_grad_checkpointing(False)
 
     times = {c.name: {"infer": [], "latency": [], "train": []} for c in found}
+
+    def rotated(r: int) -> list[Contender]:
+        return found[r % len(found):] + found[: r % len(found)]
+
     # Inference first, as in a process that serves: once training steps have run, glibc's heap has grown
     # to hold their activations and serves the next fresh buffers without page faults, and on a 2-core
     # Zen 4 the peers' inference (which allocates more) then measured 15-17 img/s instead of 12.
-    phases = [("inference", lambda c: True, {"infer": lambda c: infer(c.model, x), "latency": lambda c: infer(c.model, x1)})]
-    if train:
-        phases.append(("training", lambda c: c.trainable, {"train": train_step}))
-    for phase, takes_part, measures in phases:
-        for r in range(rounds):
-            order = found[r % len(found):] + found[: r % len(found)]
-            for c in filter(takes_part, order):
-                for key, call in measures.items():
-                    times[c.name][key].append(_timed(lambda: call(c), iters, device))
-            say(f"{phase} round {r + 1}/{rounds} done")
+    for r in range(rounds):
+        for c in rotated(r):
+            times[c.name]["infer"].append(_timed(lambda: infer(c.model, x), iters, device))
+            times[c.name]["latency"].append(_timed(lambda: infer(c.model, x1), iters, device))
+        say(f"inference round {r + 1}/{rounds} done")
+    for r in range(rounds if train else 0):
+        for c in filter(lambda c: c.trainable, rotated(r)):
+            times[c.name]["train"].append(_timed(lambda: train_step(c), iters, device))
+        say(f"training round {r + 1}/{rounds} done")
     with torch.device("meta"):
         macs = count_macs(create_model(model_name), size)
     peak = matmul_peak_gflops(device)

@@ -6,7 +6,9 @@ later) or AMX (Intel Sapphire Rapids and later). Elsewhere oneDNN emulates it, s
 `amp_dtype` says so in one line and keeps float32 rather than crawl.
 """
 import sys
+from contextlib import contextmanager
 from functools import cache
+from typing import Iterator
 
 import torch
 
@@ -73,3 +75,15 @@ def amp_dtype(amp: str | None, device: torch.device | str = "cpu", say=None) -> 
         f"--amp {amp}: this {torch.device(device).type.upper()} ({cpu_model()}) has no {amp} hardware "
         f"({'AVX512-BF16 or AMX' if dtype == torch.bfloat16 else 'AVX512-FP16 or AMX-FP16'}); running in float32")
     return None
+
+
+@contextmanager
+def tf32(convolutions: bool, matmuls: bool) -> Iterator[None]:
+    """Within the block, whether CUDA float32 convolutions (cuDNN) and GEMMs (cuBLAS) may round to TF32.
+    PyTorch's defaults differ (convolutions yes, GEMMs no)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = convolutions, matmuls
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
