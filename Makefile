@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install serve clean
+.PHONY: demo test test-avx2 install serve clean
 
 $(BIN)/convnext: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ serve: install  # the latest demo run, with heat maps from stage 1 (its 32² inp
 	if [ -z "$$run" ]; then echo "make serve: no demo run in runs/; run make demo first" >&2; exit 2; fi; \
 	$(BIN)/convnext serve --weights "$$run" --cam-stage 1
 
+# The kernel, parity and graph-capture tests again as an AVX2-only CPU (AMD Zen 3, laptops) runs them:
+# PyTorch and oneDNN held to AVX2, the CPU-feature checks answering as there (tests/conftest.py).
+AVX2_TESTS := tests/test_kernels.py tests/test_speed_paths.py tests/test_parity.py tests/test_graph_capture.py
+
 test: install
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-avx2
+
+test-avx2: install
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 CONVNEXT_TEST_AS_AVX2=1 $(BIN)/python -m pytest $(AVX2_TESTS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

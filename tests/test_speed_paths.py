@@ -42,6 +42,8 @@ def test_each_pointwise_backend_has_exact_gradients(backend):
 @pytest.mark.parametrize("candidate", list(kernels.POINTWISE_GELU))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
+    if candidate == "fused" and not kernels._fusable(dtype):
+        pytest.skip(f"oneDNN has no {dtype} path on this CPU (never a candidate here)")
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(32, 16) / 4, torch.randn(32)
     reference = F.gelu(F.conv2d(x.double(), weight.double()[:, :, None, None], bias.double()))
@@ -94,6 +96,48 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
     assert len(calls) == 8
     autotune.pin({"op (1,)": "c"})  # a kernel this process does not offer: the default runs
     assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == "a" and len(calls) == 8
+
+
+def broken(*args):
+    raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["float32", "bf16_autocast"])
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, caplog, amp, grad):
+    """As oneDNN's fused bf16 conv does on an AVX2-only CPU: the model runs and computes the default's result."""
+    model = convnext.create_model("convnextv2_test").train(grad)
+    x = torch.randn(4, 3, 64, 64)
+
+    def run():
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            return model(x)
+
+    monkeypatch.setattr(autotune, "enabled", False)
+    reference = run()
+    monkeypatch.setattr(autotune, "enabled", True)
+    monkeypatch.setattr(kernels, "POINTWISE", {"conv": kernels.POINTWISE["conv"], "broken": broken})
+    monkeypatch.setattr(kernels, "POINTWISE_GELU", {"conv": kernels.POINTWISE_GELU["conv"], "broken": broken})
+    with caplog.at_level("DEBUG", logger="convnext.models.autotune"):
+        out = run()
+    assert torch.equal(out, reference)
+    said = [r.getMessage() for r in caplog.records if "'broken' left out" in r.getMessage()]
+    assert said and all("avx512bw" in line for line in said)
+    assert len(said) == len({line.split(":")[0] for line in said})  # once per measured shape, not per call
+    run()
+    assert len([r for r in caplog.records if "'broken' left out" in r.getMessage()]) == len(said)
+    assert "broken" not in autotune.choices().values()
+
+
+def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "onednn_bf16", lambda: False)
+    assert kernels._fusable(torch.float32) and not kernels._fusable(torch.bfloat16)
+    model = convnext.create_model("convnext_test").eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(2, 3, 64, 64))
+    assert not any(key.startswith("pointwise_gelu") and "bfloat16" in key and choice == "fused"
+                   for key, choice in autotune.choices().items())
+    assert all("fused" not in times for key, times in autotune.measured().items() if "bfloat16" in key)
 
 
 def test_a_clearly_faster_candidate_replaces_the_default():

@@ -62,6 +62,12 @@ def has_hardware(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool
     return any(flag in cpu_flags() for flag in wanted)
 
 
+def onednn_bf16() -> bool:
+    """Whether oneDNN's own bf16 kernels (its fused conv+GELU) run on this CPU: AVX-512 BW/VL/DQ,
+    AVX-NE-CONVERT or ARM's bf16. Elsewhere they raise, although PyTorch's plain ops emulate bf16."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def amp_dtype(amp: str | None, device: torch.device | str = "cpu", say=None) -> torch.dtype | None:
     """The autocast dtype for `--amp` on `device`, or None (float32) with one line said when the
     device has no hardware for it.

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import hardware
 from .autotune import active, choose
 
 
@@ -43,6 +44,12 @@ def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
     return torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight[:, :, None, None], bias, [0, 0], [1, 1],
                                                    [1, 1], 1, "gelu", [], "none")
+
+
+def _fusable(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused conv+GELU runs `dtype` on this CPU: float32 anywhere, bfloat16 where oneDNN
+    has bf16 kernels (not on AVX2-only CPUs)."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and hardware.onednn_bf16())
 
 
 def _plain_gelu(layer):
@@ -121,7 +128,7 @@ def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     if torch.is_grad_enabled():
         return F.gelu(pointwise(x, weight, bias))
     table = _default_first(POINTWISE_GELU, x)
-    if (_autocast_dtype(x) or x.dtype) not in (torch.float32, torch.bfloat16):  # oneDNN fuses these two only
+    if not _fusable(_autocast_dtype(x) or x.dtype):
         table = {name: layer for name, layer in table.items() if name != "fused"}
     return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
 

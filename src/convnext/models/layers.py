@@ -92,6 +92,8 @@ def checkpointed_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> None:
     """Raise a ValueError naming the expected shape instead of a shape error deep inside."""
+    if torch.jit.is_tracing():  # the tracer would warn that the comparisons become constants
+        return
     if x.ndim != 4 or x.shape[1] != in_chans or x.shape[2] < min_size or x.shape[3] < min_size:
         raise ValueError(
             f"expected input of shape (N, {in_chans}, H, W) with H, W >= {min_size}, "
