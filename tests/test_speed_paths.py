@@ -42,7 +42,7 @@ def test_each_pointwise_backend_has_exact_gradients(backend):
 @pytest.mark.parametrize("candidate", list(kernels.POINTWISE_GELU))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
-    if candidate == "fused" and not kernels._fusable(dtype):
+    if candidate in kernels.ONEDNN_ONLY and not kernels._fusable(dtype):
         pytest.skip(f"oneDNN has no {dtype} path on this CPU (never a candidate here)")
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(32, 16) / 4, torch.randn(32)
@@ -51,6 +51,23 @@ def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
         out = kernels.pointwise_then_gelu(x.to(dtype), weight.to(dtype), bias.to(dtype))
     tolerance = 1e-5 if dtype == torch.float32 else 0.05 * reference.abs().max().item()
     assert out.dtype == dtype and max_abs_diff(out.double(), reference) < tolerance
+
+
+def test_packed_weights_serve_frozen_parameters_only_and_follow_in_place_changes():
+    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    layer = nn.Linear(16, 32).requires_grad_(False)
+    with torch.no_grad(), autotune.forced(pointwise="packed"):
+        before = kernels.pointwise(x, layer.weight, layer.bias)
+        layer.weight.mul_(2)  # an in-place change (a fold) makes a new packed copy
+        after = kernels.pointwise(x, layer.weight, layer.bias)
+    reference = F.conv2d(x, layer.weight[:, :, None, None], layer.bias)
+    assert max_abs_diff(after, reference) < 1e-5 and max_abs_diff(before, reference) > 0.1
+    assert after.is_contiguous(memory_format=torch.channels_last) and after.shape == (2, 32, 6, 6)
+    assert kernels.frozen(layer.weight) and not kernels.frozen(nn.Linear(16, 32).weight)
+    assert not kernels.frozen(layer.weight * 2)  # a product (layer scale folded per call) is no parameter
+    with torch.no_grad():
+        kernels.pointwise(x, nn.Linear(16, 32).weight, None)  # trainable: never offered
+    assert all(key.endswith("False, False)") for key in autotune.measured())
 
 
 @pytest.mark.parametrize("candidate", ["planes", "onednn"])

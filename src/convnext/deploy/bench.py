@@ -79,6 +79,8 @@ def _onnx_runner(model: nn.Module, size: int):
     _write(optimize_for_inference(model, channels_last=False), "onnx", folder / "model.onnx", dynamic_batch=True, size=size)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # ORT's threads spin after each run by default, taking the cores from whichever contender runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])

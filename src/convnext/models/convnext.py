@@ -17,13 +17,16 @@ from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_bloc
 class Block(nn.Module):
     """dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> layer scale -> drop path -> +x.
 
-    `paper_branch` is the computation as the paper and the official code write it; tracers and exporters
-    (torch.jit.trace, torch.export, ONNX, OpenVINO's conversion) record exactly that. Run eagerly or
-    under torch.compile, the block computes the same thing through the exact rewrites of `kernels` (measured
-    per machine by `autotune`): the pointwise layers as oneDNN 1x1 convs or GEMMs on the channels-last
-    (N, C, H, W) stream, layer scale applied to pwconv2's weight instead of the activation, GELU
-    recomputed in the backward pass instead of stored, a faster depthwise backward, the residual sum
-    into a reused buffer, and without autograd GELU fused into pwconv1 and cache-sized batch chunks.
+    Like the official code the pointwise layers hold Linear weights; they run on the channels-last
+    (N, C, H, W) stream through `pointwise` (oneDNN 1x1 convs or BLAS GEMMs on CPUs, whichever the
+    machine runs faster; cuBLAS GEMMs on GPUs). Exact rewrites save time and memory: layer scale is
+    applied to pwconv2's (C, 4C) weight instead of the activation; GELU is recomputed in the backward
+    pass instead of stored (`gelu_then_pointwise`); the depthwise conv has a faster backward pass
+    (`depthwise_conv`); the residual sum reuses a buffer; and without autograd GELU runs fused into
+    pwconv1 or in place, and the block may run over cache-sized batch chunks (`residual_by_chunks`).
+    Tracers and exporters (torch.jit.trace, torch.export, ONNX, OpenVINO) record the default kernels
+    as plain operators, the same in every grad mode: 1x1 convs (ONNX Runtime runs them faster than
+    MatMuls), GELU, no autograd functions, nothing measured.
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -31,20 +34,13 @@ class Block(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
+        self.act = nn.GELU()  # applied through the kernels; kept so the structure reads as the paper's
         self.pwconv2 = nn.Linear(4 * dim, dim)
         # A zero init value means "no layer scale": no parameter at all, as in the official files.
         self.gamma = (
             nn.Parameter(torch.full((dim,), layer_scale_init_value)) if layer_scale_init_value > 0 else None
         )
         self.drop_path = StochasticDepth(drop_path, mode="row")
-
-    def paper_branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.pwconv2(self.act(self.pwconv1(self.norm(x))))
-        if self.gamma is not None:
-            x = self.gamma * x
-        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """dwconv -> LN on the (N, C, H, W) stream: the spatial mixing and its norm."""
@@ -59,13 +55,13 @@ class Block(nn.Module):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         x = self.mix(x)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not exporting():
             return gelu_then_pointwise(pointwise(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
         return pointwise(pointwise_then_gelu(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if exporting():  # a graph for other runtimes: the paper's layers, which every runtime knows
-            return x + self.drop_path(self.paper_branch(x))
+        if exporting():  # one graph in every grad mode (jit.trace checks it by tracing twice)
+            return x + self.drop_path(self.branch(x))
         if not torch.is_grad_enabled():  # inference: whole batch or cache-sized chunks, as measured
             return residual_by_chunks(lambda part: self.drop_path(self.branch(part)), x, self.pwconv1.out_features)
         out = self.drop_path(self.branch(x))
@@ -82,11 +78,6 @@ class BlockV2(Block):
     def __init__(self, dim: int, drop_path: float = 0.0):
         super().__init__(dim, drop_path, layer_scale_init_value=0.0)
         self.grn = GRN(4 * dim)
-
-    def paper_branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(x)))))
-        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         x = pointwise_then_gelu(self.mix(x), self.pwconv1.weight, self.pwconv1.bias)

@@ -11,9 +11,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import hardware
-from .autotune import active, choose
+from .autotune import active, choose, exporting
 
 
 def on_onednn(x: torch.Tensor) -> bool:
@@ -47,8 +48,8 @@ def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def _fusable(dtype: torch.dtype) -> bool:
-    """Whether oneDNN's fused conv+GELU runs `dtype` on this CPU: float32 anywhere, bfloat16 where oneDNN
-    has bf16 kernels (not on AVX2-only CPUs)."""
+    """Whether oneDNN's own kernels (fused conv+GELU, packed linear) run `dtype` on this CPU: float32
+    anywhere, bfloat16 where oneDNN has bf16 kernels (not on AVX2-only CPUs)."""
     return dtype == torch.float32 or (dtype == torch.bfloat16 and hardware.onednn_bf16())
 
 
@@ -56,10 +57,46 @@ def _plain_gelu(layer):
     return lambda x, weight, bias: torch.ops.aten.gelu_(layer(x, weight, bias))
 
 
+# Frozen weight -> (its and its bias's versions, dtype, oneDNN's blocked copy, the bias in that dtype).
+_packed = WeakIdKeyDictionary()  # by identity: tensors compare elementwise
+
+
+def frozen(weight: torch.Tensor) -> bool:
+    """A parameter that no optimizer updates (`optimize_for_inference`'s): worth a copy in oneDNN's layout."""
+    return isinstance(weight, nn.Parameter) and not weight.requires_grad
+
+
+def _packed_weights(weight: nn.Parameter, bias: torch.Tensor | None, dtype: torch.dtype):
+    """oneDNN's blocked copy of a frozen weight, made on first use and again if it changes in place: an
+    unpacked weight is reordered at every call, which costs stage 4 of ConvNeXt-T half its GEMM time at batch 1."""
+    versions = (weight._version, None if bias is None else bias._version)
+    entry = _packed.get(weight)
+    if entry is None or entry[:2] != (versions, dtype):
+        low_bias = None if bias is None else bias.detach().to(dtype)
+        entry = _packed[weight] = (versions, dtype, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype)),
+                                   low_bias)
+    return entry[2], entry[3]
+
+
+def _packed_linear(post_op: str, algorithm: str):
+    """A frozen pointwise layer as oneDNN's linear on its packed weight, with `post_op` ("gelu") fused."""
+    def layer(x: torch.Tensor, weight: nn.Parameter, bias: torch.Tensor | None) -> torch.Tensor:
+        dtype = _autocast_dtype(x) or x.dtype  # no autocast rule for this op: cast as autocast would
+        packed, low_bias = _packed_weights(weight, bias, dtype)
+        out = torch.ops.mkldnn._linear_pointwise(x.to(dtype).permute(0, 2, 3, 1), packed, low_bias, post_op, [],
+                                                 algorithm)  # on (N, H, W, C)
+        return out.permute(0, 3, 1, 2)  # (N, H, W, out) -> (N, out, H, W)
+    return layer
+
+
 POINTWISE = {"conv": _as_conv, "linear": _as_linear}
 POINTWISE_GELU = {"conv": _plain_gelu(_as_conv), "linear": _plain_gelu(_as_linear)}
 if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
     POINTWISE_GELU["fused"] = _fused_gelu_conv
+if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    POINTWISE["packed"] = _packed_linear("none", "")
+    POINTWISE_GELU["packed"] = _packed_linear("gelu", "none")
+ONEDNN_ONLY = ("fused", "packed")  # candidates that need oneDNN's own kernels (and its bf16 support)
 
 
 def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool):
@@ -80,7 +117,10 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   training: bool) -> str:
     n, c, h, w = x.shape
-    key = (x.device.type, str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], training)
+    packable = frozen(weight) and not training
+    key = (x.device.type, str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], packable, training)
+    if not packable:
+        table = {name: layer for name, layer in table.items() if name != "packed"}
     names = tuple(table)
     return choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
 
@@ -105,8 +145,12 @@ def _cudnn_keeps_precision(x: torch.Tensor) -> bool:
 
 
 def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
-    """"conv" (oneDNN, cuDNN) or "linear" (BLAS, cuBLAS): the faster for these shapes on this machine."""
-    return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training)
+    """"conv" (oneDNN, cuDNN) or "linear" (BLAS, cuBLAS), or for frozen weights without autograd "packed"
+    (oneDNN's linear on a blocked copy of the weight): the fastest for these shapes on this machine."""
+    table = _default_first(POINTWISE, x)
+    if not _fusable(_autocast_dtype(x) or x.dtype):
+        table = {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
+    return _choose_layer("pointwise", table, x, weight, bias, training)
 
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -125,11 +169,11 @@ def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     """gelu(pointwise(x)), exact GELU. Without autograd, the fastest of conv or GEMM followed by an
     in-place GELU (no 4C-wide buffer for the activation) and, on CPUs, GELU fused into oneDNN's 1x1 conv.
     """
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or exporting():  # exporting: the same plain operators in every grad mode
         return F.gelu(pointwise(x, weight, bias))
     table = _default_first(POINTWISE_GELU, x)
     if not _fusable(_autocast_dtype(x) or x.dtype):
-        table = {name: layer for name, layer in table.items() if name != "fused"}
+        table = {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
     return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
 
 
@@ -268,7 +312,7 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
 
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x) for a block's depthwise conv, exact, with the faster backward pass when autograd is on."""
-    if not torch.is_grad_enabled() or conv.bias is None:
+    if not torch.is_grad_enabled() or conv.bias is None or exporting():
         return conv(x)
     return _DepthwiseConv.apply(x, conv.weight, conv.bias)
 
