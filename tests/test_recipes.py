@@ -97,6 +97,6 @@ def test_recipe_values_outside_their_range_are_refused():
 
 
 def test_a_run_shorter_than_the_preset_warmup_keeps_its_share():
-    small = RECIPES["small"]  # 2 warm-up epochs of 40
+    small = RECIPES["small"]  # 2 warm-up epochs of 20
     assert small.update(epochs=1).warmup_epochs == small.warmup_epochs / small.epochs
     assert small.update(epochs=4).warmup_epochs == small.warmup_epochs  # long enough: unchanged
