@@ -26,7 +26,7 @@ def pytest_configure(config):
 
     if fused is not None:
         kernels.POINTWISE_GELU["fused"] = fused_without_bf16
-    hardware.onednn_bf16 = lambda: False
+    kernels.onednn_bf16 = lambda: False
 
 
 @pytest.fixture(autouse=True)

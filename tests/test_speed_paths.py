@@ -147,7 +147,7 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
 
 
 def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch):
-    monkeypatch.setattr(hardware, "onednn_bf16", lambda: False)
+    monkeypatch.setattr(kernels, "onednn_bf16", lambda: False)
     assert kernels._fusable(torch.float32) and not kernels._fusable(torch.bfloat16)
     model = convnext.create_model("convnext_test").eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -279,13 +279,16 @@ def table(report: dict) -> str:
     lines = [f"{report['model']}, batch {report['batch']}, {report['input_size']}², {report['device']}, "
              f"amp {report['amp'] or 'off (fp32)'}; {peaks}",
              f"{'implementation':<28} {'infer img/s':>11} {'x peer':>6} {'b=1 ms':>7} {'% peak':>6} "
-             f"{'train img/s':>11} {'x peer':>6} {'train MB':>8} {'x peer':>6}"]
+             f"{'train img/s':>11} {'x peer':>6} {'% peak':>6} {'train MB':>8} {'x peer':>6}"]
     for r in report["results"]:
         def cell(key, fmt, width):
             return f"{r[key]:{width}{fmt}}" if key in r else " " * (width - 1) + "-"
+        share = {f"{key}_pct": 100 * r[key] / peak for key in ("infer_gflops", "train_gflops") if key in r}
+        r = {**r, **share}
         lines.append(f"{r['name']:<28} {cell('infer_img_s', '.2f', 11)} {cell('infer_vs_best_peer', '.2f', 6)} "
-                     f"{cell('latency_ms', '.1f', 7)} {100 * r['infer_gflops'] / peak:6.0f} "
+                     f"{cell('latency_ms', '.1f', 7)} {cell('infer_gflops_pct', '.0f', 6)} "
                      f"{cell('train_img_s', '.2f', 11)} {cell('train_vs_best_peer', '.2f', 6)} "
+                     f"{cell('train_gflops_pct', '.0f', 6)} "
                      f"{cell('train_peak_mb', '.0f', 8)} {cell('memory_vs_lowest_peer', '.2f', 6)}")
     if report.get("kernels"):
         lines.append(f"kernels measured on this machine (shapes per choice): {kernel_summary(report['kernels'])}")

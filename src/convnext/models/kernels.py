@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import hardware
+from .hardware import onednn_bf16
 from .autotune import active, choose, exporting
 
 
@@ -50,7 +50,7 @@ def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 def _fusable(dtype: torch.dtype) -> bool:
     """Whether oneDNN's own kernels (fused conv+GELU, packed linear) run `dtype` on this CPU: float32
     anywhere, bfloat16 where oneDNN has bf16 kernels (not on AVX2-only CPUs)."""
-    return dtype == torch.float32 or (dtype == torch.bfloat16 and hardware.onednn_bf16())
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and onednn_bf16())
 
 
 def _plain_gelu(layer):
