@@ -65,6 +65,7 @@ def test_a_narrower_fpn_narrows_the_heads_in_proportion():
     assert {m.out_channels for m in heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)} == {32}
     assert model.rpn._pre_nms_top_n == {"training": 100, "testing": 50}
     assert model.rpn._post_nms_top_n == {"training": 50, "testing": 50}
+    assert heads.detections_per_img == 5  # the official 100 per 1000 proposals
     images = [torch.rand(3, 128, 128), torch.rand(3, 112, 128)]
     sum(model(images, targets_for(images)).values()).backward()
     assert len(model.eval()(images)) == 2
