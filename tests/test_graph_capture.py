@@ -4,6 +4,7 @@ isotropic models, as trained and folded, with the eager model's outputs."""
 import warnings
 
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 
@@ -55,7 +56,6 @@ def test_compile_fullgraph_with_and_without_gradients(case):
 
 
 def test_openvino_converts_the_module(case):
-    ov = pytest.importorskip("openvino")
     model, x, reference = case
     converted = ov.convert_model(model, example_input=x)  # traces with gradients on, as its docs show
     compiled = ov.compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16 on AVX512-BF16

@@ -42,7 +42,7 @@ def test_each_pointwise_backend_has_exact_gradients(backend):
 @pytest.mark.parametrize("candidate", list(kernels.POINTWISE_GELU))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
-    if candidate in kernels.ONEDNN_ONLY and not kernels._fusable(dtype):
+    if candidate in kernels.ONEDNN_ONLY and not kernels.onednn_runs(dtype):
         pytest.skip(f"oneDNN has no {dtype} path on this CPU (never a candidate here)")
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(32, 16) / 4, torch.randn(32)
@@ -148,7 +148,7 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
 
 def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch):
     monkeypatch.setattr(kernels, "onednn_bf16", lambda: False)
-    assert kernels._fusable(torch.float32) and not kernels._fusable(torch.bfloat16)
+    assert kernels.onednn_runs(torch.float32) and not kernels.onednn_runs(torch.bfloat16)
     model = convnext.create_model("convnext_test").eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(2, 3, 64, 64))

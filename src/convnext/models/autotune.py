@@ -12,8 +12,9 @@ The first candidate of each op is its default: the plain PyTorch computation, wh
 PyTorch runs, and what runs when nothing is measured (on devices other than CPUs and CUDA GPUs, while
 tracing or compiling, under `torch.use_deterministic_algorithms`, or with `enabled = False`). A
 candidate that raises when it is first tried (a oneDNN kernel this CPU lacks: bf16 convolutions
-without AVX-512 BW/VL/DQ) is left out of the race and said once in the debug log. A training run stores `choices()` in its checkpoints and `pin`s them when it
-resumes, so a resumed run computes with the kernels it started with and ends bit-identical.
+without AVX-512 BW/VL/DQ) is left out of the race and said once in the debug log. A training run
+stores `choices()` in its checkpoints and `pin`s them when it resumes, so a resumed run computes
+with the kernels it started with and ends bit-identical.
 """
 import logging
 import time
@@ -46,8 +47,8 @@ def measurable(example: torch.Tensor) -> bool:
     on_gpu = example.device.type == "cuda"
     if on_gpu and torch.cuda.is_current_stream_capturing():  # a CUDA graph records, nothing may synchronize
         return False
-    return (enabled and (on_gpu or example.device.type == "cpu") and not exporting() and not torch.compiler.is_compiling()
-            and not torch.are_deterministic_algorithms_enabled()
+    return (enabled and (on_gpu or example.device.type == "cpu") and not exporting()
+            and not torch.compiler.is_compiling() and not torch.are_deterministic_algorithms_enabled()
             and not isinstance(example, torch._subclasses.FakeTensor))
 
 

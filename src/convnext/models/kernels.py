@@ -47,9 +47,9 @@ def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                                                    [1, 1], 1, "gelu", [], "none")
 
 
-def _fusable(dtype: torch.dtype) -> bool:
+def onednn_runs(dtype: torch.dtype) -> bool:
     """Whether oneDNN's own kernels (fused conv+GELU, packed linear) run `dtype` on this CPU: float32
-    anywhere, bfloat16 where oneDNN has bf16 kernels (not on AVX2-only CPUs)."""
+    anywhere, bfloat16 where oneDNN has bf16 kernels (not on AVX2-only CPUs), nothing else."""
     return dtype == torch.float32 or (dtype == torch.bfloat16 and onednn_bf16())
 
 
@@ -126,12 +126,14 @@ def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, b
 
 
 def _default_first(table: dict, x: torch.Tensor) -> dict:
-    """The candidates for x's device, the default first: oneDNN's conv on CPUs; elsewhere the GEMM
-    (cuBLAS on GPUs), then cuDNN's 1x1 conv where it computes in the GEMM's precision, and nothing
-    that only oneDNN has.
+    """The candidates for x's device, the default first: oneDNN's conv on CPUs (without oneDNN's own
+    kernels where they do not run x's dtype); elsewhere the GEMM (cuBLAS on GPUs), then cuDNN's 1x1
+    conv where it computes in the GEMM's precision, and nothing that only oneDNN has.
     """
     if on_onednn(x):
-        return table
+        if onednn_runs(_autocast_dtype(x) or x.dtype):
+            return table
+        return {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
     return {name: table[name] for name in (("linear", "conv") if _cudnn_keeps_precision(x) else ("linear",))}
 
 
@@ -147,10 +149,7 @@ def _cudnn_keeps_precision(x: torch.Tensor) -> bool:
 def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
     """"conv" (oneDNN, cuDNN) or "linear" (BLAS, cuBLAS), or for frozen weights without autograd "packed"
     (oneDNN's linear on a blocked copy of the weight): the fastest for these shapes on this machine."""
-    table = _default_first(POINTWISE, x)
-    if not _fusable(_autocast_dtype(x) or x.dtype):
-        table = {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
-    return _choose_layer("pointwise", table, x, weight, bias, training)
+    return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training)
 
 
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -172,8 +171,6 @@ def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     if torch.is_grad_enabled() or exporting():  # exporting: the same plain operators in every grad mode
         return F.gelu(pointwise(x, weight, bias))
     table = _default_first(POINTWISE_GELU, x)
-    if not _fusable(_autocast_dtype(x) or x.dtype):
-        table = {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
     return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
 
 
