@@ -65,7 +65,8 @@ def has_hardware(dtype: torch.dtype, device: torch.device | str = "cpu") -> bool
 def onednn_bf16() -> bool:
     """Whether oneDNN's own bf16 kernels (its fused conv+GELU) run on this CPU: AVX-512 BW/VL/DQ,
     AVX-NE-CONVERT or ARM's bf16. Elsewhere they raise, although PyTorch's plain ops emulate bf16."""
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    query = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # absent from builds without oneDNN
+    return bool(torch.backends.mkldnn.is_available() and query is not None and query())
 
 
 def amp_dtype(amp: str | None, device: torch.device | str = "cpu", say=None) -> torch.dtype | None:
