@@ -2,7 +2,8 @@
 
 Our names are the official ones (facebookresearch/ConvNeXt and ConvNeXt-V2), so "official" needs no
 rules. Each rule maps one of our keys to the peer's key and, where the peer stores the tensor in
-another shape, says which shape. See ../shared/reference/checkpoint-formats.md for the source table.
+another shape, says which shape. The peers' names come from their own code: timm's and torchvision's
+convnext.py, and transformers' ConvNeXt and ConvNeXt V2 conversion scripts.
 """
 import re
 from dataclasses import dataclass

@@ -9,7 +9,7 @@
 - The released `convnextv2_*_fcmae.pt` files are dense and encoder-only: no final `norm`, no `head`
   (`ENCODER_ONLY_FRESH`), which are the only tensors a fine-tuning run may start without.
 
-Kernel index order (MinkowskiEngine's kernel region, code reading in ../shared/reference/fcmae.md):
+Kernel index order (MinkowskiEngine's kernel region, as the official FCMAE checkpoints store it):
 k = i_h + k_size * i_w, so after reshaping to (k, k) the axes are (w, h) and a transpose gives
 PyTorch's (h, w).
 """

@@ -1,6 +1,6 @@
 """The ConvNeXt family as data: every published size, plus tiny test variants.
 
-Sizes from the papers (../shared/reference/paper.md §2-3); the atto..nano V1 sizes are timm's.
+Sizes from the papers (ConvNeXt §3-4 and Table 15; ConvNeXt V2 Table 1); the atto..nano V1 sizes are timm's.
 """
 from .convnext import ConvNeXt, ConvNeXtV2
 from .isotropic import ConvNeXtIsotropic

@@ -118,7 +118,8 @@ PRETRAIN_RECIPES = {
 PRETRAIN_RECIPES["fcmae_small"] = replace(PRETRAIN_RECIPES["fcmae"], epochs=30, lr=1.5e-3, warmup_epochs=3,
                                           hflip=0.0, input_size=96)
 
-# Dense prediction. The official configs (../shared/reference/dense.md §1): Mask R-CNN 3x on COCO with
+# Dense prediction. The official configs (the ConvNeXt repository's object_detection/ and
+# semantic_segmentation/ folders): Mask R-CNN 3x on COCO with
 # ConvNeXt-T (36 epochs, lr 1e-4 at batch 16, x0.1 at 27 and 33, 500-iteration warm-up (0.07 epoch of
 # COCO), layer-wise decay 0.95, drop path 0.4, 800-pixel short side) and UperNet on ADE20K (160k
 # iterations at batch 16 = 127 epochs of 20k images, poly, 1500-iteration warm-up, stage-wise 0.9,
