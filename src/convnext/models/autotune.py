@@ -69,7 +69,7 @@ def choose(op: str, key: tuple, example: torch.Tensor, candidates: Callable[[], 
     if entry not in _choices:
         seconds = _seconds[entry] = timings(runnable(entry, candidates()), example.device)
         best = min(seconds, key=seconds.get)
-        _choices[entry] = best if seconds[best] < (1 - MARGIN) * seconds.get(names[0], float("inf")) else names[0]
+        _choices[entry] = best if seconds[best] < (1 - MARGIN) * seconds[names[0]] else names[0]
     # A pinned or earlier choice that is no candidate now (TF32 settings changed, a build without the
     # fused kernel) gives way to the default.
     return _choices[entry] if _choices[entry] in names else names[0]
