@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import convnext
-from convnext.models.hardware import describe
+from convnext.runtime.hardware import describe
 from convnext.training.data import build_eval_data
 
 

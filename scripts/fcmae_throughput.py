@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import convnext
-from convnext.models.hardware import describe
+from convnext.runtime.hardware import describe
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import convnext
 from convnext.deploy.gradcam import grad_cam, spatial_steps
-from convnext.models.hardware import describe
+from convnext.runtime.hardware import describe
 
 SIZE = 96
 

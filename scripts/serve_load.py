@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 import convnext
-from convnext.deploy.serving.loadtest import load
-from convnext.models.hardware import describe
+from loadtest import load  # scripts/loadtest.py
+from convnext.runtime.hardware import describe
 
 MODES = {"batching (8, 5 ms)": ["--max-batch-size", "8", "--max-batch-delay-ms", "5"],
          "no batching": ["--max-batch-size", "1", "--max-batch-delay-ms", "0"]}

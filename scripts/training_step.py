@@ -19,8 +19,8 @@ import torch
 
 from convnext.deploy.bench import _timed
 from convnext.deploy.peers import PEERS
-from convnext.models import autotune
-from convnext.models.hardware import describe
+from convnext.runtime import autotune
+from convnext.runtime.hardware import describe
 from convnext.models.registry import create_model
 
 

@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-from convnext.models import hardware, kernels
+from convnext.models import kernels
+from convnext.runtime import hardware
 
 
 def pytest_configure(config):

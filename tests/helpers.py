@@ -1,4 +1,7 @@
 """What the tests share: comparisons, random non-trivial weights, and the peers' models built offline."""
+import contextlib
+import io
+
 import timm
 import torch
 import torchvision
@@ -6,6 +9,7 @@ from transformers import (ConvNextConfig, ConvNextForImageClassification, ConvNe
                           ConvNextV2ForImageClassification)
 
 import convnext
+from convnext.training.dense.detection_metrics import rle
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -70,3 +74,28 @@ def terminated_run(command: list[str], run_dir, seconds_in: float = 2.5) -> tupl
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     return process.returncode, err
+
+
+def coco_from_targets(targets: list[dict], image_sizes: list[tuple[int, int]], image_ids: list[int],
+                      categories: list[dict], label_to_category: dict[int, int]):
+    """A pycocotools COCO (the tests' known answers) ground truth built in memory from torchvision-style targets (annotation ids from 1)."""
+    from pycocotools.coco import COCO
+
+    images, annotations = [], []
+    for image_id, (height, width), target in zip(image_ids, image_sizes, targets):
+        images.append({"id": int(image_id), "height": int(height), "width": int(width)})
+        boxes = target["boxes"].float()
+        masks = target.get("masks")
+        for n, (box, label) in enumerate(zip(boxes.tolist(), target["labels"].tolist())):
+            x0, y0, x1, y1 = box
+            annotation = {"id": len(annotations) + 1, "image_id": int(image_id), "category_id": label_to_category[label],
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
+            if masks is not None:
+                annotation["segmentation"] = rle(masks[n].cpu().numpy())
+                annotation["area"] = float(masks[n].sum())
+            annotations.append(annotation)
+    ground_truth = COCO()
+    ground_truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth.createIndex()
+    return ground_truth

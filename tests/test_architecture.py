@@ -1,6 +1,6 @@
 """The package layout holds: imports run only downward through the layers, and nothing imports in a circle.
 
-models -> checkpoints -> training | deploy -> commands, cli (docs/architecture.md). Read from the `ast`
+runtime -> models -> checkpoints -> training | deploy -> commands, cli (docs/architecture.md). Read from the `ast`
 of every module, lazy imports inside functions included, so a new upward import fails here.
 """
 import ast
@@ -11,8 +11,8 @@ import pytest
 import convnext
 
 PACKAGE = Path(convnext.__file__).parent
-RANK = {"models": 0, "checkpoints": 1, "training": 2, "deploy": 2, "commands": 3, "cli": 3}
-API = 4  # the top-level __init__ and the one-release aliases may import from any layer
+RANK = {"runtime": 0, "models": 1, "checkpoints": 2, "training": 3, "deploy": 3, "commands": 4, "cli": 4}
+API = 5  # the top-level __init__ may import from any layer
 
 
 def module_name(path: Path) -> str:
@@ -76,7 +76,7 @@ def test_no_import_cycles():
 
 
 def test_every_layer_says_what_it_is_for():
-    for package in ("models", "checkpoints", "training", "deploy"):
+    for package in ("runtime", "models", "checkpoints", "training", "deploy"):
         doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
         assert doc and "import" in doc, f"convnext.{package} needs a docstring saying what it may import"
 
@@ -101,16 +101,3 @@ def test_public_api_is_unchanged_by_the_move():
         "write_checkpoint", "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE",
         "ConvNeXtFPN", "maskrcnn_convnext", "fasterrcnn_convnext", "UperNet", "upernet_convnext", "load_dense",
         "save_dense"}
-
-
-@pytest.mark.parametrize("old,new,name", [("convnext.model", "convnext.models.convnext", "ConvNeXt"),
-                                          ("convnext.inference", "convnext.deploy.inference", "optimize_for_inference"),
-                                          ("convnext.convert", "convnext.checkpoints.convert", "detect_format")])
-def test_old_module_paths_still_import_and_say_where_the_code_went(old, new, name):
-    import importlib
-    import sys
-
-    sys.modules.pop(old, None)
-    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)

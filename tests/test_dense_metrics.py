@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from convnext.training.dense.detection_metrics import coco_evaluate, coco_from_targets, coco_results
+from convnext.training.dense.detection_metrics import coco_evaluate, coco_results
+from helpers import coco_from_targets
 from convnext.training.dense.segmentation_metrics import SegmentationScores
 
 CATEGORIES = [{"id": 3, "name": "circle"}, {"id": 7, "name": "square"}]

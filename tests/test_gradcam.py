@@ -1,9 +1,7 @@
 """Grad-CAM: equal to plain autograd through the whole network, on folded frozen models too; empty maps
 are reported; `convnext predict --cam` writes the overlays; the peak falls on the object that decides
 the class (with the set-up docs/serving.md explains)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ import torch
 import convnext
 from convnext.cli import main
 from convnext.deploy.gradcam import grad_cam, overlay
+import gradcam_localisation  # scripts/gradcam_localisation.py: the measurement docs/serving.md reports
 from helpers import max_abs_diff, perturbed
 
 
@@ -101,25 +100,15 @@ def test_every_stage_output_reaches_the_logit_through_a_layernorm(name):
     assert (weighted.sum(dim=(1, 2)).abs() / weighted.abs().sum(dim=(1, 2))).max() < 1e-3
 
 
-def localisation_script():
-    """scripts/gradcam_localisation.py, the measurement docs/serving.md reports, as a module."""
-    path = Path(__file__).parents[1] / "scripts" / "gradcam_localisation.py"
-    spec = importlib.util.spec_from_file_location("gradcam_localisation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_peak_falls_inside_the_shape_that_decides_the_class():
     """A coloured shape at a random position in a 96² image decides the class. The isotropic ConvNeXt
     (its 6x6 map is the last stage's, the default) trained for a few seconds with one-vs-rest class
     scores, so that each score is its own class's evidence: measured 93-97% over 20 seeds."""
-    script = localisation_script()
-    model, _, _ = script.train("convnext_isotropic_test", seed=0, steps=300, loss_name="one-vs-rest-hinge")
-    x, y, masks = script.held_out(seed=0)
+    model, _, _ = gradcam_localisation.train("convnext_isotropic_test", seed=0, steps=300, loss_name="one-vs-rest-hinge")
+    x, y, masks = gradcam_localisation.held_out(seed=0)
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() >= 0.95
-    found = script.localisation(model, x, masks, stage=-1)
+    found = gradcam_localisation.localisation(model, x, masks, stage=-1)
     assert found["inside"] >= 0.9 and found["empty"] == 0, found
     # A map that ignored the image would land inside a shape (about 6% of the image) by chance only.
     assert masks.float().mean() < 0.1

@@ -6,8 +6,8 @@ import torch
 
 import convnext
 from convnext.checkpoints.convert import from_format, to_format
-from convnext.models import autotune
-from convnext.models.hardware import tf32
+from convnext.runtime import autotune
+from convnext.runtime.precision import tf32
 from helpers import hf_model, logits, max_abs_diff, timm_model, torchvision_model
 
 TINY = ((3, 3, 9, 3), (96, 192, 384, 768))

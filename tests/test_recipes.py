@@ -5,7 +5,7 @@ import torch
 import convnext
 from convnext.checkpoints import hub
 from convnext.cli import main
-from convnext.training.optim import build_optimizer, layer_id, param_groups, warmup_cosine
+from convnext.training.optim import build_optimizer, layer_id, lr_schedule, param_groups
 from convnext.training.recipes import RECIPES
 
 
@@ -46,7 +46,7 @@ def test_layer_decay_has_twelve_groups_for_convnext():
 
 def test_warmup_then_cosine_per_iteration():
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    schedule = warmup_cosine(optimizer, total_steps=100, warmup_steps=10, min_lr_ratio=0.01)
+    schedule = lr_schedule(optimizer, total_steps=100, warmup_steps=10, min_lr_ratio=0.01, shape="cosine")
     lrs = []
     for _ in range(100):
         lrs.append(optimizer.param_groups[0]["lr"])

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from convnext.cli import main
 from convnext.deploy.predictor import Predictor
 from convnext.deploy.serving.batcher import Batcher, Overloaded
-from convnext.deploy.serving.loadtest import load
+from loadtest import load  # scripts/loadtest.py
 from serving_helpers import app_for, png_bytes, running_server, train_tiny_run
 
 

@@ -13,8 +13,9 @@ from torch import nn
 
 import convnext
 from convnext.cli import main
-from convnext.models import autotune, hardware, kernels
-from convnext.models.hardware import tf32
+from convnext.models import kernels
+from convnext.runtime import autotune, hardware, precision
+from convnext.runtime.precision import tf32
 from convnext.training.data import BatchedCropFlip, SeededAugmentation, build_data, train_transform
 from convnext.training.recipes import RECIPES
 from convnext.deploy.peers import PEERS
@@ -135,7 +136,7 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
     monkeypatch.setattr(autotune, "enabled", True)
     monkeypatch.setattr(kernels, "POINTWISE", {"conv": kernels.POINTWISE["conv"], "broken": broken})
     monkeypatch.setattr(kernels, "POINTWISE_GELU", {"conv": kernels.POINTWISE_GELU["conv"], "broken": broken})
-    with caplog.at_level("DEBUG", logger="convnext.models.autotune"):
+    with caplog.at_level("DEBUG", logger="convnext.runtime.autotune"):
         out = run()
     assert torch.equal(out, reference)
     said = [r.getMessage() for r in caplog.records if "'broken' left out" in r.getMessage()]
@@ -210,11 +211,11 @@ def no_bf16_hardware(monkeypatch):
 
 def test_amp_without_the_hardware_says_one_line_and_runs_float32(monkeypatch, capsys):
     no_bf16_hardware(monkeypatch)
-    assert hardware.amp_dtype("bf16", "cpu") is None
+    assert precision.amp_dtype("bf16", "cpu") is None
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no bf16 hardware" in err and "running in float32" in err
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert hardware.amp_dtype("bf16", "cpu") == torch.bfloat16 and capsys.readouterr().err == ""
+    assert precision.amp_dtype("bf16", "cpu") == torch.bfloat16 and capsys.readouterr().err == ""
 
 
 def test_describe_names_the_cpu_and_its_isa(monkeypatch):

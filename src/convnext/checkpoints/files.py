@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from .atomic import atomic_dir, atomic_file
+from ..runtime.atomic import atomic_dir, atomic_file
 from .convert import CheckpointError, StateDict, rules_for, to_format
 from .peer_configs import (hf_config, hf_preprocessor_config, layout_of, timm_architecture, timm_config,
                            timm_uses_conv_mlp)

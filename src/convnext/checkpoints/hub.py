@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models import registry
-from .atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from .convert import CheckpointError
 from .files import read_checkpoint
 from .preprocessing import imagenet_class_names

@@ -17,7 +17,7 @@ import torch
 from ..deploy import bench
 from ..deploy.peers import PEERS
 from ..models.registry import create_model
-from ..training.ranges import COUNT, INPUT_SIZE
+from ..runtime.ranges import COUNT, INPUT_SIZE
 from .common import add_amp_argument
 
 

@@ -5,7 +5,7 @@ import torch
 
 from ..checkpoints.hub import create_model
 from ..checkpoints.weights import load_pretrained, load_weights
-from ..models.hardware import AMP_DTYPES
+from ..runtime.precision import AMP_DTYPES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,12 +14,12 @@ such model is refused in one line. The destination is written atomically.
 """
 import argparse
 
-from ..checkpoints.atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from ..checkpoints.convert import FORMATS
 from ..checkpoints.dense import DENSE_FORMAT, dense_state, is_upernet, load_dense, save_dense
 from ..checkpoints.files import read_checkpoint, write_checkpoint
 from ..checkpoints.weights import load_weights, save_pretrained
-from ..training.ranges import COUNT
+from ..runtime.ranges import COUNT
 
 TARGETS = ("ours", *FORMATS)
 

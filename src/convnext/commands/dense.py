@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from ..checkpoints.dense import load_dense
 from ..models.detection import DETECTION_DROP_PATH, SEGMENTATION_DROP_PATH, size_of
 from ..training.dense.trainer import BUILT_IN, data_root, resume_dense, train_dense
-from ..training.ranges import COUNT, PROBABILITY
+from ..runtime.ranges import COUNT, PROBABILITY
 from . import train as train_command
 from .predict import expand
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..models.hardware import amp_dtype
+from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
-from ..training.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
+from ..runtime.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
 from .common import add_amp_argument, add_model_arguments, load_model
 

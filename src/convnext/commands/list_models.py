@@ -8,7 +8,7 @@ import json
 
 from ..models.counting import model_table
 from ..models.registry import list_models
-from ..training.ranges import INPUT_SIZE
+from ..runtime.ranges import INPUT_SIZE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

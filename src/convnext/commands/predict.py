@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..checkpoints.atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from ..deploy.gradcam import overlay
 from ..deploy.predictor import Predictor, rank
 from ..training.data import IMAGE_EXTENSIONS
-from ..training.ranges import COUNT
+from ..runtime.ranges import COUNT
 from .common import add_amp_argument, add_model_arguments, load_model
 
 

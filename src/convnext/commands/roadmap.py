@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..training.ranges import COUNT, NON_NEGATIVE_INT
+from ..runtime.ranges import COUNT, NON_NEGATIVE_INT
 from ..training.recipes import RECIPES
 from ..training.roadmap_runs import REGIMES, plot, select, step_row, train_steps, write_csv
 from ..training.trainer import RunConfig

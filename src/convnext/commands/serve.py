@@ -15,7 +15,7 @@ import socket
 import sys
 
 from ..deploy.predictor import Predictor
-from ..training.ranges import COUNT, POSITIVE, Range
+from ..runtime.ranges import COUNT, POSITIVE, Range
 from .common import add_amp_argument, add_model_arguments, load_model
 
 DELAY_MS = Range(float, low=0, high=10_000)  # a partial batch waits at most this long

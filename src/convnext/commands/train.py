@@ -20,7 +20,7 @@ import typing
 from dataclasses import fields
 
 from ..checkpoints.weights import model_name_of
-from ..training.ranges import COUNT, NON_NEGATIVE_INT, Range
+from ..runtime.ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..training.recipes import RECIPES, Recipe
 from ..training.trainer import RunConfig, resume, train
 from .common import add_amp_argument

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import autotune
+from ..runtime import autotune
 from ..models.counting import count_macs
-from ..models.hardware import amp_dtype, describe, tf32
+from ..runtime.hardware import describe
+from ..runtime.precision import amp_dtype, tf32
 from ..models.registry import create_model
 from .inference import optimize_for_inference
 from .peers import PEERS

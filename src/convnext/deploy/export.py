@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints.atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = ("onnx", "torchscript", "exported-program")

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..models.convnext import Block
-from ..models.hardware import has_hardware
+from ..runtime.hardware import has_hardware
 from ..models.layers import GRN, LayerNorm2d
 from ..models.roadmap import Pointwise, RoadmapBlock
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from ..models.hardware import amp_dtype
+from ..runtime.precision import amp_dtype
 from .gradcam import Cams, grad_cam
 
 

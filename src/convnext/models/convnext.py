@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .autotune import exporting
+from ..runtime.autotune import exporting
 from .kernels import depthwise_conv, gelu_then_pointwise, pointwise, pointwise_then_gelu, residual_by_chunks
 from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks
 

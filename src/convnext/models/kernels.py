@@ -13,20 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .hardware import onednn_bf16
-from .autotune import active, choose, exporting
+from ..runtime.hardware import onednn_bf16
+from ..runtime.precision import autocast_dtype, compute_dtype
+from ..runtime.autotune import active, choose, exporting
 
 
 def on_onednn(x: torch.Tensor) -> bool:
     """Whether x's convolutions run on oneDNN (CPUs), whose kernels decide the fast paths below."""
     return x.device.type == "cpu"
-
-
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    kind = x.device.type
-    if kind not in ("cpu", "cuda"):  # meta tensors (MAC counting) have no autocast state
-        return None
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 def _as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -41,7 +35,7 @@ def _fused_gelu_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """gelu(1x1 conv) as one oneDNN primitive (the kernel Inductor fuses to): no separate GELU pass.
     The op has no autocast rule, so the cast autocast would make is made here.
     """
-    dtype = _autocast_dtype(x) or x.dtype
+    dtype = compute_dtype(x)
     weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
     return torch.ops.mkldnn._convolution_pointwise(x.to(dtype), weight[:, :, None, None], bias, [0, 0], [1, 1],
                                                    [1, 1], 1, "gelu", [], "none")
@@ -81,7 +75,7 @@ def _packed_weights(weight: nn.Parameter, bias: torch.Tensor | None, dtype: torc
 def _packed_linear(post_op: str, algorithm: str):
     """A frozen pointwise layer as oneDNN's linear on its packed weight, with `post_op` ("gelu") fused."""
     def layer(x: torch.Tensor, weight: nn.Parameter, bias: torch.Tensor | None) -> torch.Tensor:
-        dtype = _autocast_dtype(x) or x.dtype  # no autocast rule for this op: cast as autocast would
+        dtype = compute_dtype(x)  # no autocast rule for this op: cast as autocast would
         packed, low_bias = _packed_weights(weight, bias, dtype)
         out = torch.ops.mkldnn._linear_pointwise(x.to(dtype).permute(0, 2, 3, 1), packed, low_bias, post_op, [],
                                                  algorithm)  # on (N, H, W, C)
@@ -104,7 +98,7 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if not training:
         return lambda: layer(x, weight, bias)
     leaves = [t.detach().requires_grad_() if t is not None else None for t in (x, weight, bias)]
-    grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=_autocast_dtype(x) or x.dtype, device=x.device)
+    grad = torch.ones(x.shape[0], weight.shape[0], *x.shape[2:], dtype=compute_dtype(x), device=x.device)
 
     def step():
         # Identity hooks on top of the stack: a surrounding activation checkpoint must not see the trial's
@@ -118,7 +112,7 @@ def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, b
                   training: bool) -> str:
     n, c, h, w = x.shape
     packable = frozen(weight) and not training
-    key = (x.device.type, str(x.dtype), str(_autocast_dtype(x)), n * h * w, c, weight.shape[0], packable, training)
+    key = (x.device.type, str(x.dtype), str(autocast_dtype(x)), n * h * w, c, weight.shape[0], packable, training)
     if not packable:
         table = {name: layer for name, layer in table.items() if name != "packed"}
     names = tuple(table)
@@ -131,7 +125,7 @@ def _default_first(table: dict, x: torch.Tensor) -> dict:
     conv where it computes in the GEMM's precision, and nothing that only oneDNN has.
     """
     if on_onednn(x):
-        if onednn_runs(_autocast_dtype(x) or x.dtype):
+        if onednn_runs(compute_dtype(x)):
             return table
         return {name: layer for name, layer in table.items() if name not in ONEDNN_ONLY}
     return {name: table[name] for name in (("linear", "conv") if _cudnn_keeps_precision(x) else ("linear",))}
@@ -142,7 +136,7 @@ def _cudnn_keeps_precision(x: torch.Tensor) -> bool:
     in float32 the conv is a candidate only where both are allowed the same (it would be faster by
     being less exact, and the model's result would depend on which one won).
     """
-    dtype = _autocast_dtype(x) or x.dtype
+    dtype = compute_dtype(x)
     return dtype != torch.float32 or torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32
 
 
@@ -331,7 +325,7 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
     if not on_onednn(x) or not active("block_chunks", x):  # e.g. while exporting: no size tests
         return whole()
     n = x.shape[0]
-    per_sample = x[0].numel() // x.shape[1] * width * (x.element_size() if _autocast_dtype(x) is None else 2)
+    per_sample = x[0].numel() // x.shape[1] * width * (x.element_size() if autocast_dtype(x) is None else 2)
     sizes = sorted({n} | {max(1, min(n, b // per_sample)) for b in CHUNK_BYTES}, reverse=True)
 
     def run(size: int) -> torch.Tensor:
@@ -344,6 +338,6 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
         return total
 
     names = tuple(str(size) for size in sizes)
-    key = (str(x.dtype), str(_autocast_dtype(x)), tuple(x.shape), width)
+    key = (str(x.dtype), str(autocast_dtype(x)), tuple(x.shape), width)
     chosen = choose("block_chunks", key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
     return run(int(chosen))

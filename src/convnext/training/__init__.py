@@ -1,6 +1,6 @@
-"""Training and evaluation: recipes as data (each field with its valid range), datasets and transforms,
+"""Training and evaluation: recipes as data per task (each field with its valid range), datasets and transforms,
 optimizer groups and schedules, the trainer with resumable checkpoints, DDP, metrics and reports, and
 rerunning the roadmap's steps.
 
-May import the models and checkpoints layers, never deploy or the commands.
+May import the runtime, models and checkpoints layers, never deploy or the commands.
 """

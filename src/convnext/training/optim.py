@@ -100,7 +100,3 @@ def lr_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps
         return after(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)), min_lr_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                  min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    return lr_schedule(optimizer, total_steps, warmup_steps, min_lr_ratio, "cosine")

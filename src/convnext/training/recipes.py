@@ -6,7 +6,7 @@ at `lr_base_batch` and scaled linearly to the effective batch (batch x processes
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .optim import SCHEDULES
-from .ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range
+from ..runtime.ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range
 
 MAGNITUDE = Range(int, low=0, high=30)  # torchvision's RandAugment has 31 magnitude bins
 DROP_RATE = Range(float, low=0, high=1, high_open=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints.atomic import atomic_file
+from ..runtime.atomic import atomic_file
 from ..checkpoints.files import checksum
 
 CHECKSUM = "sha256"  # of every tensor and value in the checkpoint, checked on resume

@@ -20,8 +20,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from ..checkpoints.weights import load_weights, save_pretrained
-from ..models import autotune
-from ..models.hardware import amp_dtype
+from ..runtime import autotune
+from ..runtime.precision import amp_dtype
 from ..models.registry import create_model, model_options
 from . import distributed, reporting, run_state
 from .data import DataBundle, EpochSampler, build_data

@@ -10,7 +10,7 @@ import torch
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def _rle(mask: np.ndarray) -> dict:
+def rle(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -29,7 +29,7 @@ def coco_results(detections: list[dict], image_ids: list[int], label_to_category
         for n, (box, label, score) in enumerate(zip(xywh, found["labels"].tolist(), found["scores"].tolist())):
             result = {"image_id": int(image_id), "category_id": label_to_category[label], "bbox": box, "score": score}
             if binary is not None:
-                result["segmentation"] = _rle(binary[n])
+                result["segmentation"] = rle(binary[n])
             results.append(result)
     return results
 
@@ -62,28 +62,3 @@ def coco_evaluate(ground_truth, results: list[dict], iou_types=("bbox",), image_
         scores[iou_type] = {**{name: max(float(v), 0.0) for name, v in zip(STATS, evaluation.stats[:6])},
                             "per_class": per_class}
     return scores
-
-
-def coco_from_targets(targets: list[dict], image_sizes: list[tuple[int, int]], image_ids: list[int],
-                      categories: list[dict], label_to_category: dict[int, int]):
-    """A pycocotools COCO ground truth built in memory from torchvision-style targets (annotation ids from 1)."""
-    from pycocotools.coco import COCO
-
-    images, annotations = [], []
-    for image_id, (height, width), target in zip(image_ids, image_sizes, targets):
-        images.append({"id": int(image_id), "height": int(height), "width": int(width)})
-        boxes = target["boxes"].float()
-        masks = target.get("masks")
-        for n, (box, label) in enumerate(zip(boxes.tolist(), target["labels"].tolist())):
-            x0, y0, x1, y1 = box
-            annotation = {"id": len(annotations) + 1, "image_id": int(image_id), "category_id": label_to_category[label],
-                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}
-            if masks is not None:
-                annotation["segmentation"] = _rle(masks[n].cpu().numpy())
-                annotation["area"] = float(masks[n].sum())
-            annotations.append(annotation)
-    ground_truth = COCO()
-    ground_truth.dataset = {"images": images, "annotations": annotations, "categories": categories}
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth.createIndex()
-    return ground_truth

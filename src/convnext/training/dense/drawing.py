@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
-from ...checkpoints.atomic import atomic_file
+from ...runtime.atomic import atomic_file
 
 SCORE_THRESHOLD = 0.5
 READABLE = 256  # smaller pictures are drawn enlarged, so that captions fit

@@ -3,12 +3,9 @@
 Speed figures are only meaningful with the machine named (`describe`), and bfloat16 is only fast where
 the CPU computes it natively: AVX512-BF16 (`vdpbf16ps`: AMD Zen 4 and later, Intel Cooper Lake and
 later) or AMX (Intel Sapphire Rapids and later). Elsewhere oneDNN emulates it, slower than float32, so
-`amp_dtype` says so in one line and keeps float32 rather than crawl.
+`precision.amp_dtype` says so in one line and keeps float32 rather than crawl.
 """
-import sys
-from contextlib import contextmanager
 from functools import cache
-from typing import Iterator
 
 import torch
 
@@ -17,7 +14,6 @@ ISA_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AM
              "avx512_fp16": "AVX512-FP16"}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @cache
@@ -67,30 +63,3 @@ def onednn_bf16() -> bool:
     AVX-NE-CONVERT or ARM's bf16. Elsewhere they raise, although PyTorch's plain ops emulate bf16."""
     query = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # absent from builds without oneDNN
     return bool(torch.backends.mkldnn.is_available() and query is not None and query())
-
-
-def amp_dtype(amp: str | None, device: torch.device | str = "cpu", say=None) -> torch.dtype | None:
-    """The autocast dtype for `--amp` on `device`, or None (float32) with one line said when the
-    device has no hardware for it.
-    """
-    if amp is None:
-        return None
-    dtype = AMP_DTYPES[amp]
-    if has_hardware(dtype, device):
-        return dtype
-    (say or (lambda text: print(text, file=sys.stderr)))(
-        f"--amp {amp}: this {torch.device(device).type.upper()} ({cpu_model()}) has no {amp} hardware "
-        f"({'AVX512-BF16 or AMX' if dtype == torch.bfloat16 else 'AVX512-FP16 or AMX-FP16'}); running in float32")
-    return None
-
-
-@contextmanager
-def tf32(convolutions: bool, matmuls: bool) -> Iterator[None]:
-    """Within the block, whether CUDA float32 convolutions (cuDNN) and GEMMs (cuBLAS) may round to TF32.
-    PyTorch's defaults differ (convolutions yes, GEMMs no)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = convolutions, matmuls
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
