@@ -17,7 +17,8 @@ import statistics
 
 import torch
 
-from convnext.deploy.bench import _timed
+from convnext.deploy.bench import training_step
+from convnext.deploy.timing import timed
 from convnext.deploy.peers import PEERS
 from convnext.runtime import autotune
 from convnext.runtime.hardware import describe
@@ -81,18 +82,14 @@ def main(argv=None) -> dict:
 
     def step(name: str) -> None:
         model, forced = found[name]
-        with autotune.forced(pointwise=forced) if forced else contextlib.nullcontext():
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = model(x).float().logsumexp(dim=1).mean()
-            optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
-        optimizers[name].step()
+        with autotune.tuner.forced(pointwise=forced) if forced else contextlib.nullcontext():
+            training_step(model, optimizers[name], x, dtype)
 
     seconds = {name: [] for name in found}
     names = list(found)
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            seconds[name].append(_timed(lambda: step(name), args.iters, device))
+            seconds[name].append(timed(lambda: step(name), args.iters, device))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     rate = {name: args.batch_size / statistics.median(times) for name, times in seconds.items()}
     baseline = rate.get("timm") or next(iter(rate.values()))
@@ -107,8 +104,8 @@ def main(argv=None) -> dict:
         print(f"wrote {args.profile}")
     report = {"model": args.model, "batch": args.batch_size, "input_size": args.input_size,
               "device": describe(device), "amp": args.amp, "torch": torch.__version__, "rounds": args.rounds,
-              "iters": args.iters, "train_img_s": rate, "kernels": autotune.choices(),
-              "kernel_seconds": autotune.measured()}
+              "iters": args.iters, "train_img_s": rate, "kernels": autotune.tuner.state_dict(),
+              "kernel_summary": autotune.tuner.summary()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

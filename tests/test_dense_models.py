@@ -13,6 +13,7 @@ from convnext.cli import main
 from convnext.models.backbone import ConvNeXtBackbone
 from convnext.models.detection import ConvNeXtFPN, fasterrcnn_convnext, maskrcnn_convnext
 from convnext.models.upernet import segmentation_loss, upernet_convnext
+from convnext.training.recipes import DETECT_RECIPES, SEGMENT_RECIPES, with_official_drop_path
 from helpers import max_abs_diff
 
 SMALL = {"min_size": 128, "max_size": 128, "box_batch_size_per_image": 64, "rpn_batch_size_per_image": 64}
@@ -56,7 +57,7 @@ def test_detectors_train_and_predict(factory, with_masks):
 
 
 def test_a_narrower_fpn_narrows_the_heads_in_proportion():
-    from convnext.training.dense.trainer import proposals
+    from convnext.training.tasks.detection import proposals
 
     model = maskrcnn_convnext("convnext_test", num_classes=4, fpn_channels=32, **SMALL, **proposals(50))
     heads = model.roi_heads
@@ -80,8 +81,11 @@ def test_images_without_objects_give_zero_box_and_mask_losses():
 
 def test_drop_path_follows_the_official_configs():
     rates = lambda model: [m.p for m in model.modules() if type(m).__name__ == "StochasticDepth"]  # noqa: E731
-    assert max(rates(maskrcnn_convnext("convnext_tiny", 2, **SMALL).backbone.body)) == pytest.approx(0.4)
-    assert max(rates(upernet_convnext("convnext_small", 2).backbone)) == pytest.approx(0.3)
+    detect = with_official_drop_path(DETECT_RECIPES["coco_3x"].update(model="convnext_tiny")).drop_path
+    segment = with_official_drop_path(SEGMENT_RECIPES["ade20k_160k"].update(model="convnext_small")).drop_path
+    assert max(rates(maskrcnn_convnext("convnext_tiny", 2, drop_path_rate=detect, **SMALL).backbone.body)) == pytest.approx(0.4)
+    assert max(rates(upernet_convnext("convnext_small", 2, drop_path_rate=segment).backbone)) == pytest.approx(0.3)
+    assert max(rates(upernet_convnext("convnext_small", 2).backbone)) == 0  # a builder's default: none
 
 
 def test_upernet_shapes_aux_only_in_training_and_loss_ignores_255():

@@ -122,8 +122,8 @@ def test_bench_runs_in_seconds_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_measures_training_memory_in_a_fresh_process():
-    from convnext.deploy.bench import cpu_training_memory
+    from convnext.deploy.bench import BenchConfig, cpu_training_memory
 
-    small = cpu_training_memory({"impl": "ours", "model": "convnext_test"}, batch=2, size=64)
-    large = cpu_training_memory({"impl": "ours", "model": "convnext_test"}, batch=32, size=128)
+    small = cpu_training_memory(BenchConfig(model="convnext_test", batch=2, size=64), "convnext eager")
+    large = cpu_training_memory(BenchConfig(model="convnext_test", batch=32, size=128), "convnext eager")
     assert 0 < small < large

@@ -29,8 +29,8 @@ def test_drop_path_is_identity_in_eval():
 def test_drop_path_is_per_sample_with_the_expected_keep_rate():
     block = Block(dim=4, drop_path=0.3, layer_scale_init_value=1.0).train()
     x = torch.randn(4000, 4, 7, 7)
-    branch = block.branch(x)
-    residual = block(x) - x  # per sample: either 0 (dropped) or branch / keep (kept)
+    branch = block.eval()(x) - x  # drop path is the identity in eval
+    residual = block.train()(x) - x  # per sample: either 0 (dropped) or branch / keep (kept)
     kept = residual.flatten(1).abs().amax(dim=1) > 0
     assert kept.float().mean().item() == pytest.approx(0.7, abs=0.03)
     assert 0 < kept.sum() < len(kept)  # samples dropped independently, not the whole batch

@@ -58,7 +58,7 @@ def test_gradients_match_timm(name, amp, device, pointwise):
     ours = load_from_peer(name, peer, "timm").train()
     ours, peer = ours.to(device), peer.to(device)
     x, target = torch.randn(3, 3, 64, 64, device=device), torch.randint(0, 1000, (3,), device=device)
-    forced = autotune.forced(pointwise=pointwise) if pointwise else contextlib.nullcontext()
+    forced = autotune.tuner.forced(pointwise=pointwise) if pointwise else contextlib.nullcontext()
     with forced, tf32(convolutions=False, matmuls=False):  # fp32 means fp32 in both implementations
         for model in (ours, peer):
             with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):

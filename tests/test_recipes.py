@@ -6,7 +6,7 @@ import convnext
 from convnext.checkpoints import hub
 from convnext.cli import main
 from convnext.training.optim import build_optimizer, layer_id, lr_schedule, param_groups
-from convnext.training.recipes import RECIPES
+from convnext.training.recipes import RECIPES, ClassifyRecipe
 
 
 def test_in1k_recipe_is_the_papers():
@@ -100,3 +100,20 @@ def test_a_run_shorter_than_the_preset_warmup_keeps_its_share():
     small = RECIPES["small"]  # 2 warm-up epochs of 20
     assert small.update(epochs=1).warmup_epochs == small.warmup_epochs / small.epochs
     assert small.update(epochs=4).warmup_epochs == small.warmup_epochs  # long enough: unchanged
+
+
+@pytest.mark.parametrize("command,flag", [(["train"], "--proposals"), (["train"], "--mask-ratio"),
+                                          (["pretrain"], "--mixup"), (["detect", "train"], "--scale-jitter"),
+                                          (["segment", "train"], "--rois-per-image"), (["segment", "train"], "--cutmix")])
+def test_a_flag_of_another_task_is_refused(command, flag, capsys):
+    """Each command's flags are its own task's recipe fields: another task's is an error, not ignored."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, flag, "1"])
+    assert exit_info.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_a_run_saved_with_every_tasks_fields_resumes_with_its_own():
+    """config.json of runs before the split held all 34 fields; those of other tasks never acted."""
+    saved = {**RECIPES["small"].as_dict(), "mask_ratio": 0.6, "proposals": 1000, "scale_jitter": 2.0,
+             "rois_per_image": 512, "head_width": None}
+    assert ClassifyRecipe.from_saved(saved) == RECIPES["small"]

@@ -22,98 +22,57 @@ from convnext.deploy.peers import PEERS
 from helpers import max_abs_diff
 
 
+tuner = autotune.tuner
+
+
 @pytest.fixture(autouse=True)
 def fresh_choices():
-    autotune.reset()
+    tuner.reset()
     yield
-    autotune.reset()
+    tuner.reset()
 
 
-@pytest.mark.parametrize("backend", ["conv", "linear"])
-def test_each_pointwise_backend_has_exact_gradients(backend):
-    h = torch.randn(2, 8, 5, 5, dtype=torch.double).contiguous(memory_format=torch.channels_last).requires_grad_()
-    weight = torch.randn(3, 8, dtype=torch.double, requires_grad=True)
-    bias = torch.randn(3, dtype=torch.double, requires_grad=True)
-    with autotune.forced(pointwise=backend):
-        assert torch.autograd.gradcheck(kernels.gelu_then_pointwise, (h, weight, bias))
-        assert torch.autograd.gradcheck(kernels.pointwise, (h, weight, bias))
-        assert max_abs_diff(kernels.pointwise(h, weight, bias), F.conv2d(h, weight[:, :, None, None], bias)) < 1e-12
-
-
-@pytest.mark.parametrize("candidate", list(kernels.POINTWISE_GELU))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_each_fused_gelu_candidate_matches_the_plain_layers(candidate, dtype):
-    if candidate in kernels.ONEDNN_ONLY and not kernels.onednn_runs(dtype):
-        pytest.skip(f"oneDNN has no {dtype} path on this CPU (never a candidate here)")
-    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
-    weight, bias = torch.randn(32, 16) / 4, torch.randn(32)
-    reference = F.gelu(F.conv2d(x.double(), weight.double()[:, :, None, None], bias.double()))
-    with torch.no_grad(), autotune.forced(pointwise_gelu=candidate):
-        out = kernels.pointwise_then_gelu(x.to(dtype), weight.to(dtype), bias.to(dtype))
-    tolerance = 1e-5 if dtype == torch.float32 else 0.05 * reference.abs().max().item()
-    assert out.dtype == dtype and max_abs_diff(out.double(), reference) < tolerance
-
-
-def test_packed_weights_serve_frozen_parameters_only_and_follow_in_place_changes():
-    x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
-    layer = nn.Linear(16, 32).requires_grad_(False)
-    with torch.no_grad(), autotune.forced(pointwise="packed"):
-        before = kernels.pointwise(x, layer.weight, layer.bias)
-        layer.weight.mul_(2)  # an in-place change (a fold) makes a new packed copy
-        after = kernels.pointwise(x, layer.weight, layer.bias)
-    reference = F.conv2d(x, layer.weight[:, :, None, None], layer.bias)
-    assert max_abs_diff(after, reference) < 1e-5 and max_abs_diff(before, reference) > 0.1
-    assert after.is_contiguous(memory_format=torch.channels_last) and after.shape == (2, 32, 6, 6)
-    assert kernels.frozen(layer.weight) and not kernels.frozen(nn.Linear(16, 32).weight)
-    assert not kernels.frozen(layer.weight * 2)  # a product (layer scale folded per call) is no parameter
-    with torch.no_grad():
-        kernels.pointwise(x, nn.Linear(16, 32).weight, None)  # trainable: never offered
-    assert all(key.endswith("False, False)") for key in autotune.measured())
-
-
-@pytest.mark.parametrize("candidate", ["planes", "onednn"])
-def test_each_depthwise_weight_gradient_is_exact(candidate):
-    conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
-    x = torch.randn(3, 4, 9, 9, dtype=torch.double, requires_grad=True)
-    with autotune.forced(depthwise_weight_grad=candidate):
-        assert torch.autograd.gradcheck(kernels._DepthwiseConv.apply, (x, conv.weight, conv.bias))
-
-
-@pytest.mark.parametrize("chunk", ["1", "2", "5"])
-def test_block_chunks_give_the_whole_batch_result(chunk):
-    model = convnext.create_model("convnextv2_test").eval()  # GRN: per-sample statistics must stay per sample
-    x = torch.randn(5, 3, 64, 64)
-    with torch.no_grad():
-        with autotune.forced(block_chunks="5"):
-            whole = model(x)
-        with autotune.forced(block_chunks=chunk):
-            chunked = model(x)
-    assert max_abs_diff(chunked, whole) < 1e-5
+def key(n: int) -> autotune.Key:
+    return autotune.Key("op", "cpu", "float32", None, (n,))
 
 
 def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
     calls = []
     candidates = lambda: {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}  # noqa: E731
     x = torch.zeros(1)
-    first = autotune.choose("op", (1,), x, candidates, ("a", "b"))
+    first = tuner.choose(key(1), x, candidates, ("a", "b"))
     assert first in ("a", "b") and len(calls) == 8  # one untimed and three timed calls each
-    seconds = autotune.measured()["op (1,)"]
-    assert seconds.keys() == {"a", "b"} and (first == "b") == (seconds["b"] < (1 - autotune.MARGIN) * seconds["a"])
-    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == first and len(calls) == 8
-    saved = autotune.choices()
-    autotune.reset()
-    autotune.pin(saved)
-    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == first and len(calls) == 8
+    seconds = tuner.measured()[key(1)]
+    assert seconds.keys() == {"a", "b"} and (first == "b") == (seconds["b"] < (1 - tuner.margin) * seconds["a"])
+    assert tuner.choose(key(1), x, candidates, ("a", "b")) == first and len(calls) == 8
+    saved = tuner.state_dict()
+    tuner.reset()
+    tuner.load_state_dict(saved)
+    assert tuner.choose(key(1), x, candidates, ("a", "b")) == first and len(calls) == 8
     # Nothing is measured where timing means nothing: deterministic mode, meta tensors, tracing.
     torch.use_deterministic_algorithms(True)
     try:
-        assert autotune.choose("op", (2,), x, candidates, ("a", "b")) == "a"
+        assert tuner.choose(key(2), x, candidates, ("a", "b")) == "a"
     finally:
         torch.use_deterministic_algorithms(False)
-    assert autotune.choose("op", (3,), torch.zeros(1, device="meta"), candidates, ("a", "b")) == "a"
+    assert tuner.choose(key(3), torch.zeros(1, device="meta"), candidates, ("a", "b")) == "a"
     assert len(calls) == 8
-    autotune.pin({"op (1,)": "c"})  # a kernel this process does not offer: the default runs
-    assert autotune.choose("op", (1,), x, candidates, ("a", "b")) == "a" and len(calls) == 8
+    tuner.load_state_dict({"version": 1, "choices": [{**key(1).as_dict(), "kernel": "c"}]})
+    assert tuner.choose(key(1), x, candidates, ("a", "b")) == "a" and len(calls) == 8  # c is not offered here
+
+
+def test_the_saved_choices_are_documented_json_and_old_checkpoints_still_load():
+    tuner.load_state_dict({"pointwise ('cpu', 'torch.float32', 'None', 1024, 40, 160, False, True)": "linear",
+                           "pointwise_gelu ('cpu', 'torch.float32', 'None', 64, 40, 160, True, False)": "packed",
+                           "depthwise_weight_grad ('torch.float32', (16, 40, 8, 8), 7)": "planes",
+                           "block_chunks ('torch.float32', 'None', (16, 40, 8, 8), 160)": "4"})
+    state = tuner.state_dict()
+    assert json.loads(json.dumps(state)) == state and state["version"] == 1
+    assert {(c["op"], tuple(c["sizes"]), c["mode"], c["kernel"]) for c in state["choices"]} == {
+        ("pointwise", (1024, 40, 160), "training", "linear"), ("pointwise_gelu", (64, 40, 160), "frozen", "packed"),
+        ("depthwise_weight_grad", (16, 40, 8, 8, 7), "training", "planes"),
+        ("block_chunks", (16, 40, 8, 8, 160), "inference", "4")}
+    assert tuner.summary() == "block_chunks 4 1; depthwise_weight_grad planes 1; pointwise linear 1; pointwise_gelu packed 1"
 
 
 def broken(*args):
@@ -131,9 +90,9 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
         with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             return model(x)
 
-    monkeypatch.setattr(autotune, "enabled", False)
+    monkeypatch.setattr(tuner, "enabled", False)
     reference = run()
-    monkeypatch.setattr(autotune, "enabled", True)
+    monkeypatch.setattr(tuner, "enabled", True)
     monkeypatch.setattr(kernels, "POINTWISE", {"conv": kernels.POINTWISE["conv"], "broken": broken})
     monkeypatch.setattr(kernels, "POINTWISE_GELU", {"conv": kernels.POINTWISE_GELU["conv"], "broken": broken})
     with caplog.at_level("DEBUG", logger="convnext.runtime.autotune"):
@@ -144,7 +103,7 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
     assert len(said) == len({line.split(":")[0] for line in said})  # once per measured shape, not per call
     run()
     assert len([r for r in caplog.records if "'broken' left out" in r.getMessage()]) == len(said)
-    assert "broken" not in autotune.choices().values()
+    assert "broken" not in tuner.choices().values()
 
 
 def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch):
@@ -153,15 +112,45 @@ def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypat
     model = convnext.create_model("convnext_test").eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(2, 3, 64, 64))
-    assert not any(key.startswith("pointwise_gelu") and "bfloat16" in key and choice == "fused"
-                   for key, choice in autotune.choices().items())
-    assert all("fused" not in times for key, times in autotune.measured().items() if "bfloat16" in key)
+    assert not any(key.op == "pointwise_gelu" and key.autocast == "bfloat16" and choice == "fused"
+                   for key, choice in tuner.choices().items())
+    assert all("fused" not in times for key, times in tuner.measured().items() if key.autocast == "bfloat16")
+
+
+def _agree_in_process_group(rank: int, port: int, folder: str) -> None:
+    """Rank r made choice "k<r>" for a shared key; rank 1 also one rank 0 never met."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    local = autotune.Autotuner()
+    choices = [{**key(1).as_dict(), "kernel": f"k{rank}"}] + ([{**key(2).as_dict(), "kernel": "own"}] if rank else [])
+    local.load_state_dict({"version": 1, "choices": choices})
+    local.agree()
+    with open(f"{folder}/{rank}.json", "w") as f:
+        json.dump(local.state_dict(), f)
+    dist.destroy_process_group()
+
+
+def test_under_ddp_every_rank_takes_rank_0s_choices(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_agree_in_process_group, args=(port, str(tmp_path)), nprocs=2)
+    chosen = [{autotune.Key.from_dict({k: v for k, v in c.items() if k != "kernel"}): c["kernel"]
+               for c in json.loads((tmp_path / f"{rank}.json").read_text())["choices"]} for rank in (0, 1)]
+    assert chosen[0] == {key(1): "k0"}
+    assert chosen[1] == {key(1): "k0", key(2): "own"}  # rank 0's where it chose; its own elsewhere
 
 
 def test_a_clearly_faster_candidate_replaces_the_default():
     x = torch.zeros(1)
     slow_default = {"a": lambda: time.sleep(0.005), "b": lambda: None}
-    assert autotune.choose("op", (4,), x, lambda: slow_default, ("a", "b")) == "b"
+    assert tuner.choose(key(4), x, lambda: slow_default, ("a", "b")) == "b"
 
 
 def test_off_cpus_the_gemm_is_the_default_and_cudnn_competes_only_in_the_same_precision():
@@ -185,9 +174,9 @@ def test_a_gpu_measures_its_pointwise_kernels():
         model(x).float().sum().backward()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         model.eval()(x)
-    measured = {key: choice for key, choice in autotune.choices().items() if "'cuda'" in key}
-    assert any(key.startswith("pointwise (") for key in measured)  # training shapes
-    assert any(key.startswith("pointwise_gelu (") for key in measured)  # inference shapes
+    measured = {key: choice for key, choice in tuner.choices().items() if key.device == "cuda"}
+    assert any(key.op == "pointwise" and key.mode == "training" for key in measured)
+    assert any(key.op == "pointwise_gelu" for key in measured)  # inference shapes
     assert set(measured.values()) <= {"linear", "conv"}
 
 
@@ -197,12 +186,15 @@ def test_a_training_checkpoint_carries_the_kernel_choices(tmp_path):
     run_dir = tmp_path / "run"
     assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "2", "--subset", "200",
                  "--output-dir", str(run_dir)]) == 0
-    saved = run_state.load_latest(run_dir)["kernels"]
-    assert saved and saved.items() <= autotune.choices().items()  # the final evaluation adds inference shapes
-    assert any(key.startswith("pointwise (") and key.endswith("True)") for key in saved)  # training shapes
-    autotune.reset()
+    state = run_state.load_latest(run_dir)["kernels"]
+    saved = autotune.Autotuner()
+    saved.load_state_dict(state)
+    saved = saved.choices()
+    assert saved and saved.items() <= tuner.choices().items()  # the final evaluation adds inference shapes
+    assert any(key.op == "pointwise" and key.mode == "training" for key in saved)  # training shapes
+    tuner.reset()
     assert main(["train", "--resume", str(run_dir), "--max-steps", "3"]) == 0
-    assert all(autotune.choices()[key] == choice for key, choice in saved.items())
+    assert all(tuner.choices()[key] == choice for key, choice in saved.items())
 
 
 def no_bf16_hardware(monkeypatch):

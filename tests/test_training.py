@@ -14,8 +14,10 @@ from PIL import Image
 import convnext
 from convnext.training import run_state
 from convnext.cli import main
+from convnext.runtime import autotune
 from convnext.training.reporting import read_metrics
-from convnext.training.trainer import Trainer, resume
+from convnext.training.loop import resume
+from convnext.training.tasks import Classification
 from helpers import terminated_run
 
 TINY = ["--model", "convnext_test", "--batch-size", "32"]
@@ -88,7 +90,7 @@ def test_sigterm_mid_epoch_leaves_a_resumable_checkpoint(tmp_path):
     assert f"Resume with: convnext train --resume {run_dir}" in err
     saved = run_state.load_latest(run_dir)
     assert saved is not None and saved["global_step"] > 0
-    summary = resume(run_dir, say=lambda text: None, max_steps=saved["global_step"] + 3)
+    summary = resume(Classification, run_dir, say=lambda text: None, max_steps=saved["global_step"] + 3)
     assert summary["steps"] == saved["global_step"] + 3
 
 
@@ -118,15 +120,15 @@ def test_keeps_the_newest_k_and_the_best(tmp_path):
 
 
 def test_non_finite_loss_stops_naming_the_step(tmp_path, monkeypatch, capsys):
-    real = Trainer.loss
+    real = Classification.loss
     calls = []
 
-    def poisoned(self, images, labels):
+    def poisoned(self, network, images, labels):
         calls.append(1)
-        loss = real(self, images, labels)
+        loss = real(self, network, images, labels)
         return loss * float("nan") if len(calls) == 4 else loss
 
-    monkeypatch.setattr(Trainer, "loss", poisoned)
+    monkeypatch.setattr(Classification, "loss", poisoned)
     run_dir = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "1", "--save-every", "1", "--output-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err
@@ -230,3 +232,5 @@ def test_compile_channels_last_checkpointing_and_deterministic_modes_train(tmp_p
     assert summary["steps"] == 2 and 0 <= summary["test_top1"] <= 1
     config = json.loads((run_dir / "config.json").read_text())
     assert config["compile"] and config["channels_last"] and config["grad_checkpointing"] and config["deterministic"]
+    # --deterministic is the run's: the process's switches are back as they were.
+    assert not torch.are_deterministic_algorithms_enabled() and autotune.tuner.enabled

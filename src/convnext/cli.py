@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .training.trainer import Interrupted
+    from .training.loop import Interrupted
 
     args = build_parser().parse_args(argv)
     try:

@@ -50,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
         smallest = create_model(args.model).min_input_size
     if args.input_size < smallest:
         raise ValueError(f"--input-size must be ≥ {smallest} for {args.model}, got {args.input_size}")
-    report = bench.run(args.model, args.batch_size, args.input_size, args.device, peers, args.rounds, args.iters,
-                       args.train, args.memory, args.compile, args.onnx, args.grad_checkpointing, args.amp)
+    config = bench.BenchConfig(model=args.model, batch=args.batch_size, size=args.input_size, device=args.device,
+                               peers=tuple(peers), rounds=args.rounds, iters=args.iters, train=args.train,
+                               memory=args.memory, compile=args.compile, onnx=args.onnx,
+                               grad_checkpointing=args.grad_checkpointing, amp=args.amp)
+    report = bench.run(config)
     print(bench.table(report))
     if args.json:
         bench.save(report, args.json)

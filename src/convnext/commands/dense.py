@@ -1,37 +1,47 @@
 """What `convnext detect` and `convnext segment` share: the train/eval/predict sub-commands, with the
-flags and run directories of `convnext train`."""
+flags and run directories of `convnext train`. Each command describes its task once (`DenseCommand`);
+nothing here switches on its name."""
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-import torch
+from PIL import Image
 
-from ..runtime.atomic import atomic_file
 from ..checkpoints.dense import load_dense
-from ..models.detection import DETECTION_DROP_PATH, SEGMENTATION_DROP_PATH, size_of
-from ..training.dense.trainer import BUILT_IN, data_root, resume_dense, train_dense
-from ..runtime.ranges import COUNT, PROBABILITY
+from ..runtime.atomic import atomic_file
+from ..runtime.ranges import COUNT
+from ..training.dense.shapes import BUILT_IN, data_root
+from ..training.recipes import Recipe, with_official_drop_path
+from ..training.tasks import Task
 from . import train as train_command
 from .predict import expand
 
-SUMMARY = {  # task -> (its scores, one line)
-    "detect": lambda s: (f"box AP {100 * s['box_AP']:.1f}  AP50 {100 * s['box_AP50']:.1f}  "
-                         f"mask AP {100 * s['mask_AP']:.1f}"),
-    "segment": lambda s: f"mIoU {100 * s['mIoU']:.1f}  mAcc {100 * s['mAcc']:.1f}  aAcc {100 * s['aAcc']:.1f}",
-}
+
+@dataclass(frozen=True)
+class DenseCommand:
+    """One dense task as its command runs it."""
+    task: type[Task]
+    recipes: dict[str, Recipe]
+    headline: Callable[[dict], str]  # the summary's scores in one line
+    evaluate: Callable  # (model, val_dir, batch_size, device) -> (scores, lines)
+    predictor: Callable  # (model, args) -> a deploy.dense_predictor predictor
+    draw: Callable  # (picture, prediction, class names) -> a uint8 (3, H, W) picture
+    add_predict_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
 
 
-def add_arguments(parser: argparse.ArgumentParser, task: str, recipes: dict) -> None:
+def add_arguments(parser: argparse.ArgumentParser, command: DenseCommand) -> None:
     steps = parser.add_subparsers(dest="step", required=True)
     train = steps.add_parser("train", help="train on a dataset (default: the built-in shapes)")
-    train_command.add_arguments(train, recipes, default="shapes")
+    train_command.add_training_arguments(train, command.recipes, default="shapes")
     train.set_defaults(data=BUILT_IN)
     train.add_argument("--on-bad-sample", dest="on_bad_image", choices=("error", "skip"),
                        help="a bad annotation or mask: stop naming it (default), or count and skip it")
     evaluate = steps.add_parser("eval", help="score weights on a dataset's val split")
     evaluate.add_argument("--weights", required=True, help="a run directory or a weights file")
-    evaluate.add_argument("--data", default=BUILT_IN, help='ROOT with val/ in it, or "shapes" (built-in)')
+    evaluate.add_argument("--data", default=BUILT_IN, help=f'ROOT with val/ in it, or "{BUILT_IN}" (built-in)')
     evaluate.add_argument("--batch-size", type=COUNT.parse, default=4)
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true")
@@ -41,96 +51,50 @@ def add_arguments(parser: argparse.ArgumentParser, task: str, recipes: dict) -> 
     predict.add_argument("--output", required=True, help="folder for the drawn images")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--json", action="store_true", help="print a JSON list")
-    if task == "detect":
-        predict.add_argument("--threshold", type=PROBABILITY.parse, default=0.5, help="lowest score drawn and listed")
+    command.add_predict_arguments(predict)
 
 
-def run(args: argparse.Namespace, task: str, recipes: dict) -> int:
-    return {"train": run_train, "eval": run_eval, "predict": run_predict}[args.step](args, task, recipes)
+def run(args: argparse.Namespace, command: DenseCommand) -> int:
+    return {"train": run_train, "eval": run_eval, "predict": run_predict}[args.step](args, command)
 
 
-def run_train(args, task, recipes) -> int:
+def run_train(args, command: DenseCommand) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
-    if args.resume:
-        summary = resume_dense(task, args.resume, say=say, max_steps=args.max_steps)
-    else:
-        recipe = train_command.recipe_from(args, recipes)
-        table = DETECTION_DROP_PATH if task == "detect" else SEGMENTATION_DROP_PATH
-        if not hasattr(args, "recipe_drop_path") and size_of(recipe.model) in table:  # the official rate for the size
-            recipe = recipe.update(drop_path=table[size_of(recipe.model)])
-        summary = train_dense(task, recipe, train_command.run_config(args), say=say)
-    say(f"{SUMMARY[task](summary)} after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; "
+    recipe = None
+    if not args.resume:
+        recipe = train_command.recipe_from(args, command.recipes)
+        if not hasattr(args, "recipe_drop_path"):  # the official rate for the model's size
+            recipe = with_official_drop_path(recipe)
+    summary = train_command.train_or_resume(args, command.task, recipe, say)
+    say(f"{command.headline(summary)} after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; "
         f"run written to {summary['run_dir']}")
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
-def run_eval(args, task, recipes) -> int:
-    from torch.utils.data import DataLoader
-
-    from ..training.dense.data import MaskFolder, coco_split, mask_split
-    from ..training.dense.evaluation import evaluate_detection, evaluate_segmentation
-    from ..training.distributed import Context
-
+def run_eval(args, command: DenseCommand) -> int:
     model = load_dense(args.weights).to(args.device)
-    val_dir = data_root(args.data) / "val"
-    val = coco_split(val_dir, train=False) if task == "detect" else mask_split(MaskFolder(val_dir), train=False, size=0)
-    context = Context(device=torch.device(args.device))
-    if task == "detect":
-        loader = DataLoader(val, args.batch_size, collate_fn=lambda batch: tuple(zip(*batch)))
-        result = evaluate_detection(model, loader, val, context)
-        lines = [f"box AP {100 * result['AP']:.1f}  AP50 {100 * result['AP50']:.1f}  AP75 {100 * result['AP75']:.1f}  "
-                 f"mask AP {100 * result['mask_AP']:.1f}"]
-        lines += [f"  {name:<20} box AP {100 * ap:.1f}" for name, ap in result["coco"]["bbox"]["per_class"].items()]
-    else:
-        result = evaluate_segmentation(model, DataLoader(val, 1), model.class_names or [], context)
-        lines = [f"mIoU {100 * result['mIoU']:.1f}  mAcc {100 * result['mAcc']:.1f}  aAcc {100 * result['aAcc']:.1f}"]
-        lines += [f"  {c['class']:<20} IoU {100 * c['IoU']:.1f}  Acc {100 * c['Acc']:.1f}" for c in result["per_class"]]
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("\n".join(lines))
+    result, lines = command.evaluate(model, data_root(args.data) / "val", args.batch_size, args.device)
+    print(json.dumps(result) if args.json else "\n".join(lines))
     return 0
 
 
-def run_predict(args, task, recipes) -> int:
-    from PIL import Image
-    from torchvision.transforms import v2
-
-    from ..training.dense.data import IMAGENET_MEAN, IMAGENET_STD
-    from ..training.dense.drawing import draw_detections, draw_segmentation
-    from ..training.dense.evaluation import detect, segment
-
-    model = load_dense(args.weights).to(args.device)
-    names = model.class_names or []
-    results, output = [], Path(args.output)
+def run_predict(args, command: DenseCommand) -> int:
+    predictor = command.predictor(load_dense(args.weights), args)
+    results, output, kind = [], Path(args.output), command.task.name
     for path in expand(args.inputs):
         try:
-            with Image.open(path) as image:
-                picture = v2.functional.to_dtype(v2.functional.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
+            picture = predictor.read(path)
         except Exception as error:  # PIL raises many types for non-images
             print(f"skipped {path}: not a readable image ({type(error).__name__})", file=sys.stderr)
             continue
-        if task == "detect":
-            found = detect(model, [picture], args.device)[0]
-            drawn = draw_detections(picture, found, names, args.threshold)
-            keep = found["scores"] >= args.threshold
-            results.append({"path": str(path), "detections": [
-                {"class": names[label - 1] if names else str(label), "label": label, "score": score,
-                 "box": [round(v, 2) for v in box]}
-                for label, score, box in zip(found["labels"][keep].tolist(), found["scores"][keep].tolist(),
-                                             found["boxes"][keep].tolist())]})
-        else:
-            normalised = v2.functional.normalize(picture, IMAGENET_MEAN, IMAGENET_STD)
-            classes = segment(model, normalised[None], args.device)[0].argmax(0)
-            drawn = draw_segmentation(picture, classes, len(names) or int(classes.max()) + 1)
-            counts = torch.bincount(classes.flatten(), minlength=len(names)).tolist()
-            results.append({"path": str(path), "classes": {
-                (names[c] if names else str(c)): round(n / classes.numel(), 4) for c, n in enumerate(counts) if n}})
-        with atomic_file(output / f"{path.stem}.{task}.png") as tmp:
+        prediction, row = predictor.predict(picture)
+        drawn = command.draw(picture, prediction, predictor.class_names, args)
+        destination = output / f"{path.stem}.{kind}.png"
+        with atomic_file(destination) as tmp:
             Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(tmp, format="PNG")  # (3, H, W) -> (H, W, 3)
-        results[-1]["drawn"] = str(output / f"{path.stem}.{task}.png")
+        results.append({"path": str(path), **row, "drawn": str(destination)})
     if not results:
         raise ValueError("no readable images among the inputs")
     if args.json:

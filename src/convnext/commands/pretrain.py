@@ -15,21 +15,19 @@ import argparse
 import json
 import sys
 
-from ..training.pretrainer import pretrain, resume_pretraining
 from ..training.recipes import PRETRAIN_RECIPES
+from ..training.tasks import Pretraining
 from . import train as train_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    train_command.add_arguments(parser, PRETRAIN_RECIPES, default="fcmae_small")
+    train_command.add_training_arguments(parser, PRETRAIN_RECIPES, default="fcmae_small")
 
 
 def run(args: argparse.Namespace) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
-    if args.resume:
-        summary = resume_pretraining(args.resume, say=say, max_steps=args.max_steps)
-    else:
-        summary = pretrain(train_command.recipe_from(args, PRETRAIN_RECIPES), train_command.run_config(args), say=say)
+    recipe = None if args.resume else train_command.recipe_from(args, PRETRAIN_RECIPES)
+    summary = train_command.train_or_resume(args, Pretraining, recipe, say)
     say(f"val loss {summary['val_loss']:.4f} after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run "
         f"written to {summary['run_dir']}. Fine-tune: convnext train --weights {summary['run_dir']}")
     if args.json:

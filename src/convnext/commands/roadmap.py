@@ -15,7 +15,7 @@ from pathlib import Path
 from ..runtime.ranges import COUNT, NON_NEGATIVE_INT
 from ..training.recipes import RECIPES
 from ..training.roadmap_runs import REGIMES, plot, select, step_row, train_steps, write_csv
-from ..training.trainer import RunConfig
+from ..training.loop import RunConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

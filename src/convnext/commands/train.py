@@ -21,8 +21,9 @@ from dataclasses import fields
 
 from ..checkpoints.weights import model_name_of
 from ..runtime.ranges import COUNT, NON_NEGATIVE_INT, Range
+from ..training.loop import RunConfig, resume, train
 from ..training.recipes import RECIPES, Recipe
-from ..training.trainer import RunConfig, resume, train
+from ..training.tasks import Classification, Task
 from .common import add_amp_argument
 
 
@@ -44,10 +45,14 @@ def _field_type(f):
     return _optional(parse) if optional else parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, recipes: dict[str, Recipe] = RECIPES,
-                  default: str = "small") -> None:
-    """The flags of `convnext train` (and, with its recipes, of `convnext pretrain`)."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser, RECIPES, default="small")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, Recipe], default: str) -> None:
+    """The flags of a training command: the run's, then its task's recipe fields (and no other task's)."""
     shown = [default, next(name for name in recipes if name != default)]  # presets quoted in each field's help
+    recipe_class = type(recipes[default])
     parser.add_argument("--recipe", choices=list(recipes), default=default, help=f"preset (default: {default})")
     parser.add_argument("--data", default="digits", help='"digits" (built-in) or an ImageFolder path')
     parser.add_argument("--output-dir", help="run directory (default: runs/<model>-<timestamp>)")
@@ -70,16 +75,16 @@ def add_arguments(parser: argparse.ArgumentParser, recipes: dict[str, Recipe] = 
     parser.add_argument("--max-steps", type=COUNT.parse, help="stop after N optimizer steps (smoke runs)")
     parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
     recipe_flags = parser.add_argument_group("recipe fields (override the preset)")
-    for f in fields(Recipe):
+    for f in fields(recipe_class):
         recipe_flags.add_argument(f"--{f.name.replace('_', '-')}", dest=f"recipe_{f.name}", type=_field_type(f),
                                   default=argparse.SUPPRESS, metavar=f.name.split("_")[-1].upper(),
                                   help=f"{f.metadata['help']} (preset: " + ", ".join(
                                       f"{getattr(recipes[name], f.name)} {name}" for name in shown) + ")")
 
 
-def _as_flags(message: str) -> str:
+def _as_flags(message: str, recipe_class: type[Recipe]) -> str:
     """"warmup_epochs must be ≤ epochs" -> "--warmup-epochs must be ≤ --epochs": the names the user typed."""
-    names = {f.name for f in fields(Recipe)}
+    names = {f.name for f in fields(recipe_class)}
     return re.sub(r"\w+", lambda m: f"--{m[0].replace('_', '-')}" if m[0] in names else m[0], message)
 
 
@@ -88,7 +93,7 @@ def recipe_from(args: argparse.Namespace, recipes: dict[str, Recipe]) -> Recipe:
     try:
         return recipes[args.recipe].update(**overrides)
     except ValueError as error:  # a combination of fields (warm-up longer than the run): name the flags
-        raise ValueError(_as_flags(str(error))) from None
+        raise ValueError(_as_flags(str(error), type(recipes[args.recipe]))) from None
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -100,19 +105,24 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                      pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps)
 
 
+def train_or_resume(args: argparse.Namespace, task: type[Task], recipe: Recipe | None, say) -> dict:
+    """Resume the run `--resume` names (as the same task), or train a new one with `recipe`."""
+    if args.resume:
+        return resume(task, args.resume, say=say, max_steps=args.max_steps)
+    return train(task, recipe, run_config(args), say=say)
+
+
 def run(args: argparse.Namespace) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
-    if args.resume:
-        summary = resume(args.resume, say=say, max_steps=args.max_steps)
-    else:
+    recipe = None
+    if not args.resume:
         recipe = recipe_from(args, RECIPES)
         if not hasattr(args, "recipe_model") and args.weights:  # fine-tuning: the model the weights hold
             recipe = recipe.update(model=model_name_of(args.weights))
             say(f"--weights {args.weights} holds {recipe.model}: training that model")
         elif not hasattr(args, "recipe_model") and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
-        config = run_config(args)
-        summary = train(recipe, config, say=say)
+    summary = train_or_resume(args, Classification, recipe, say)
     say(f"test top-1 {100 * summary['test_top1']:.2f}%  top-5 {100 * summary['test_top5']:.2f}%  "
         f"after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run written to {summary['run_dir']}")
     if args.json:

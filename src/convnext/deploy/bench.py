@@ -9,61 +9,99 @@ import json
 import multiprocessing
 import os
 import statistics
-import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import autotune
 from ..models.counting import count_macs
-from ..runtime.hardware import describe
-from ..runtime.precision import amp_dtype, tf32
 from ..models.registry import create_model
+from ..runtime import autotune
+from ..runtime.hardware import describe
+from ..runtime.precision import amp_dtype
 from .inference import optimize_for_inference
 from .peers import PEERS
+from .timing import matmul_peak_gflops, timed
 
 
-@dataclass
+@dataclass(frozen=True)
+class BenchConfig:
+    """What `convnext bench` measures, and how."""
+    model: str = "convnext_tiny"
+    batch: int = 16
+    size: int = 224
+    device: str = "cpu"
+    peers: tuple[str, ...] = tuple(PEERS)
+    rounds: int = 3
+    iters: int = 2  # timed calls per measurement
+    train: bool = True
+    memory: bool = True
+    compile: bool = False
+    onnx: bool = True
+    grad_checkpointing: bool = True
+    amp: str | None = None
+
+
+@dataclass(frozen=True)
 class Contender:
+    """One implementation in the race, built from our model (so that every contender carries its weights)."""
     name: str
-    model: object  # nn.Module or a callable images -> logits
     ours: bool
     trainable: bool
-    spec: dict = field(default_factory=dict)  # how a fresh process rebuilds it (memory measurement)
+    build: Callable[[nn.Module, BenchConfig, torch.dtype | None], object]  # -> a module or images -> logits
+    wanted: Callable[[BenchConfig, torch.dtype | None], bool] = lambda config, dtype: True
 
 
-def build_model(spec: dict) -> nn.Module:
-    model = create_model(spec["model"], num_classes=spec.get("num_classes", 1000))
-    if spec["impl"] == "ours":
-        model.set_grad_checkpointing(spec.get("grad_checkpointing", False))
-        return model
-    return PEERS[spec["impl"]](model)
+def _checkpointed(ours: nn.Module, config: BenchConfig, dtype) -> nn.Module:
+    copy = create_model(config.model)
+    copy.load_state_dict(ours.state_dict())
+    copy.set_grad_checkpointing(True)
+    return copy
 
 
-def contenders(model_name: str, peers: list[str], compile: bool, onnx: bool, grad_checkpointing: bool,
-               device: torch.device, size: int, dtype: torch.dtype | None = None) -> list[Contender]:
-    ours = create_model(model_name).eval()
-    found = [Contender("convnext eager", ours, True, True, {"impl": "ours", "model": model_name})]
-    if grad_checkpointing:
-        found.append(Contender("convnext eager +grad-ckpt", ours, True, True,
-                               {"impl": "ours", "model": model_name, "grad_checkpointing": True}))
-    found.append(Contender("convnext optimized", optimize_for_inference(ours), True, False))
-    if dtype == torch.bfloat16:  # weights and activations in bf16, not only autocast's matmuls
-        found.append(Contender("convnext optimized bf16", optimize_for_inference(ours, dtype=dtype), True, False))
-    if compile:
-        found.append(Contender("convnext optimized+compile", optimize_for_inference(ours, compile=True), True, False))
-    if onnx and device.type == "cpu":
-        runner = _onnx_runner(ours, size)
-        if runner is not None:
-            found.append(Contender("convnext onnxruntime", runner, True, False))
-    for peer_name in peers:
-        peer = PEERS[peer_name](ours)
-        if peer is not None:
-            found.append(Contender(peer_name, peer.eval(), False, True, {"impl": peer_name, "model": model_name}))
+# Every contender, described once: the main process builds them all from one model of ours, and the
+# fresh process that measures a contender's training memory builds the same one by its name.
+CONTENDERS = (
+    Contender("convnext eager", True, True, lambda ours, config, dtype: ours),
+    Contender("convnext eager +grad-ckpt", True, True, _checkpointed, lambda config, dtype: config.grad_checkpointing),
+    Contender("convnext optimized", True, False, lambda ours, config, dtype: optimize_for_inference(ours)),
+    # weights and activations in bf16, not only autocast's matmuls
+    Contender("convnext optimized bf16", True, False,
+              lambda ours, config, dtype: optimize_for_inference(ours, dtype=dtype),
+              lambda config, dtype: dtype == torch.bfloat16),
+    Contender("convnext optimized+compile", True, False,
+              lambda ours, config, dtype: optimize_for_inference(ours, compile=True),
+              lambda config, dtype: config.compile),
+    Contender("convnext onnxruntime", True, False, lambda ours, config, dtype: _onnx_runner(ours, config.size),
+              lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu"),
+    *(Contender(name, False, True, lambda ours, config, dtype, name=name: PEERS[name](ours),
+                lambda config, dtype, name=name: name in config.peers) for name in PEERS),
+)
+BY_NAME = {contender.name: contender for contender in CONTENDERS}
+
+
+def contenders(config: BenchConfig, dtype: torch.dtype | None) -> list[tuple[Contender, object]]:
+    """(contender, its model) for every contender the config asks for that this machine has."""
+    ours = create_model(config.model).eval()
+    found = []
+    for contender in CONTENDERS:
+        if contender.wanted(config, dtype):
+            model = contender.build(ours, config, dtype)
+            if model is not None:  # a peer or runtime that is not installed
+                found.append((contender, model.eval() if isinstance(model, nn.Module) else model))
     return found
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  dtype: torch.dtype | None) -> None:
+    """The step every contender is timed and measured with: forward under autocast, a logsumexp loss,
+    backward, AdamW."""
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = model(x).float().logsumexp(dim=1).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def _onnx_runner(model: nn.Module, size: int):
@@ -87,38 +125,6 @@ def _onnx_runner(model: nn.Module, size: int):
     return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, iters: int, device: torch.device) -> float:
-    fn()  # warm-up (and compilation) outside the clock
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / iters
-
-
-def matmul_peak_gflops(device: torch.device, n: int | None = None, dtype: torch.dtype = torch.float32) -> float:
-    """Measured matrix-multiply throughput in `dtype`: the ceiling convolution-heavy models are compared to.
-
-    The faster of `torch.mm` and the same (n, n) x (n, n) product as a 1x1 convolution, since PyTorch
-    routes the two through different libraries (BLAS and oneDNN on CPUs, cuBLAS and cuDNN on GPUs)
-    and either may be the faster on a given machine.
-    """
-    n = n or (8192 if device.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    image = torch.randn(1, n, n // 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    kernel = b[:, :, None, None]  # n positions of n channels, times an (n, n) weight
-    candidates = (lambda: a @ b, lambda: F.conv2d(image, kernel))
-    with tf32(convolutions=False, matmuls=False):  # fp32 means fp32, not TF32
-        seconds = min(_timed(fn, 3, device) for fn in candidates for _ in range(3))
-    return 2 * n**3 / seconds / 1e9
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -135,25 +141,25 @@ def _peak_rss_bytes() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def _memory_child(spec: dict, batch: int, size: int, threads: int, queue) -> None:
+def _memory_child(config: BenchConfig, name: str, threads: int, queue) -> None:
     torch.set_num_threads(threads)
-    model = build_model(spec).train()
+    dtype = amp_dtype(config.amp, config.device, say=lambda text: None)
+    model = BY_NAME[name].build(create_model(config.model), config, dtype).train()
     optimizer = torch.optim.AdamW(model.parameters())
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randn(config.batch, 3, config.size, config.size)
     baseline = _rss_bytes()
     _reset_peak_rss()
     for _ in range(2):
-        optimizer.zero_grad(set_to_none=True)
-        model(x).logsumexp(dim=1).mean().backward()
-        optimizer.step()
+        training_step(model, optimizer, x, dtype)
     queue.put(_peak_rss_bytes() - baseline)
 
 
-def cpu_training_memory(spec: dict, batch: int, size: int) -> float:
-    """Peak resident-memory growth (MB) of a training step sequence in a fresh process."""
+def cpu_training_memory(config: BenchConfig, name: str) -> float:
+    """Peak resident-memory growth (MB) of two training steps of contender `name` in a fresh process,
+    under the same autocast as its timed steps."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_memory_child, args=(spec, batch, size, torch.get_num_threads(), queue))
+    process = context.Process(target=_memory_child, args=(config, name, torch.get_num_threads(), queue))
     # glibc then maps every buffer over 64 KiB on its own and unmaps it on free, so the resident set
     # follows live memory instead of the allocator's cache: the same rule for every contender.
     saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
@@ -169,93 +175,85 @@ def cpu_training_memory(spec: dict, batch: int, size: int) -> float:
     return queue.get(timeout=5) / 2**20 if process.exitcode == 0 else float("nan")
 
 
-def run(model_name: str = "convnext_tiny", batch: int = 16, size: int = 224, device: str = "cpu",
-        peers: list[str] | None = None, rounds: int = 3, iters: int = 2, train: bool = True,
-        memory: bool = True, compile: bool = False, onnx: bool = True, grad_checkpointing: bool = True,
-        amp: str | None = None, say=print) -> dict:
-    device = torch.device(device)
-    dtype = amp_dtype(amp, device, say)  # None (float32) where the device has no hardware for it
-    amp = amp if dtype is not None else None
-    peers = list(PEERS) if peers is None else peers
-    found = contenders(model_name, peers, compile, onnx, grad_checkpointing, device, size, dtype)
+def run(config: BenchConfig, say=print) -> dict:
+    device = torch.device(config.device)
+    dtype = amp_dtype(config.amp, device, say)  # None (float32) where the device has no hardware for it
+    if dtype is None:
+        config = replace(config, amp=None)
+    found = contenders(config, dtype)
     channels_last = device.type == "cuda"
-    for c in found:
-        if isinstance(c.model, nn.Module):
-            c.model = c.model.to(device)
+    models = {}
+    for contender, model in found:
+        if isinstance(model, nn.Module):
+            model = model.to(device)
             if channels_last:
-                c.model = c.model.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size, device=device)
+                model = model.to(memory_format=torch.channels_last)
+        models[contender.name] = model
+    x = torch.randn(config.batch, 3, config.size, config.size, device=device)
     x1 = x[:1].clone()
     if channels_last:
         x, x1 = x.contiguous(memory_format=torch.channels_last), x1.contiguous(memory_format=torch.channels_last)
-    optimizers = {c.name: torch.optim.AdamW(c.model.parameters()) for c in found if c.trainable and train}
+    trained = [c for c, _ in found if c.trainable and config.train]
+    optimizers = {c.name: torch.optim.AdamW(models[c.name].parameters()) for c in trained}
 
     def infer(model, inputs):
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             return model(inputs)
 
-    def train_step(c):
-        model = c.model.train()
-        checkpointed = c.spec.get("grad_checkpointing", False)
-        if checkpointed:
-            model.set_grad_checkpointing(True)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = model(x).float().logsumexp(dim=1).mean()
-        optimizers[c.name].zero_grad(set_to_none=True)
-        loss.backward()
-        optimizers[c.name].step()
-        model.eval()
-        if checkpointed:
-            model.set_grad_checkpointing(False)
+    def train_step(name: str) -> None:
+        training_step(models[name].train(), optimizers[name], x, dtype)
+        models[name].eval()
 
-    times = {c.name: {"infer": [], "latency": [], "train": []} for c in found}
+    names = [c.name for c, _ in found]
+    times = {name: {"infer": [], "latency": [], "train": []} for name in names}
 
-    def rotated(r: int) -> list[Contender]:
-        return found[r % len(found):] + found[: r % len(found)]
+    def rotated(r: int, among: list[str]) -> list[str]:
+        return among[r % len(among):] + among[: r % len(among)]
 
     # Inference first, as in a process that serves: once training steps have run, glibc's heap has grown
     # to hold their activations and serves the next fresh buffers without page faults, and on a 2-core
     # Zen 4 the peers' inference (which allocates more) then measured 15-17 img/s instead of 12.
-    for r in range(rounds):
-        for c in rotated(r):
-            times[c.name]["infer"].append(_timed(lambda: infer(c.model, x), iters, device))
-            times[c.name]["latency"].append(_timed(lambda: infer(c.model, x1), iters, device))
-        say(f"inference round {r + 1}/{rounds} done")
-    for r in range(rounds if train else 0):
-        for c in filter(lambda c: c.trainable, rotated(r)):
-            times[c.name]["train"].append(_timed(lambda: train_step(c), iters, device))
-        say(f"training round {r + 1}/{rounds} done")
+    for r in range(config.rounds):
+        for name in rotated(r, names):
+            times[name]["infer"].append(timed(lambda: infer(models[name], x), config.iters, device))
+            times[name]["latency"].append(timed(lambda: infer(models[name], x1), config.iters, device))
+        say(f"inference round {r + 1}/{config.rounds} done")
+    for r in range(config.rounds if trained else 0):
+        for name in rotated(r, [c.name for c in trained]):
+            times[name]["train"].append(timed(lambda: train_step(name), config.iters, device))
+        say(f"training round {r + 1}/{config.rounds} done")
     with torch.device("meta"):
-        macs = count_macs(create_model(model_name), size)
+        macs = count_macs(create_model(config.model), config.size)
     peak = matmul_peak_gflops(device)
     low_peak = matmul_peak_gflops(device, dtype=dtype) if dtype is not None else None
     rows = []
-    for c in found:
-        t = times[c.name]
-        row = {"name": c.name, "ours": c.ours, "infer_img_s": batch / statistics.median(t["infer"]),
+    for contender, _ in found:
+        t = times[contender.name]
+        row = {"name": contender.name, "ours": contender.ours,
+               "infer_img_s": config.batch / statistics.median(t["infer"]),
                "latency_ms": 1000 * statistics.median(t["latency"])}
         row["infer_gflops"] = 2 * macs * row["infer_img_s"] / 1e9
         if t["train"]:
-            row["train_img_s"] = batch / statistics.median(t["train"])
+            row["train_img_s"] = config.batch / statistics.median(t["train"])
             row["train_gflops"] = 6 * macs * row["train_img_s"] / 1e9  # forward + backward ≈ 3x forward
-            if memory:
-                row["train_peak_mb"] = _peak_memory(c, x, train_step, device, batch, size)
+            if config.memory:
+                row["train_peak_mb"] = _peak_memory(config, contender.name, train_step, device)
         rows.append(row)
     _add_ratios(rows)
-    return {"model": model_name, "batch": batch, "input_size": size, "device": describe(device),
-            "amp": amp, "threads": torch.get_num_threads(), "rounds": rounds, "iters": iters,
+    return {"model": config.model, "batch": config.batch, "input_size": config.size, "device": describe(device),
+            "amp": config.amp, "threads": torch.get_num_threads(), "rounds": config.rounds, "iters": config.iters,
             "macs": macs, "matmul_peak_gflops": peak, "low_precision_peak_gflops": low_peak,
-            "torch": torch.__version__, "kernels": autotune.choices(),
-            "kernel_seconds": autotune.measured(), "results": rows}
+            "torch": torch.__version__, "kernels": autotune.tuner.state_dict(),
+            "kernel_summary": autotune.tuner.summary(), "kernel_seconds": kernel_seconds(), "results": rows}
 
 
-def _peak_memory(c: Contender, x, train_step, device: torch.device, batch: int, size: int) -> float:
+def _peak_memory(config: BenchConfig, name: str, train_step, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        train_step(c)
+        train_step(name)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    return cpu_training_memory(c.spec, batch, size)
+    return cpu_training_memory(config, name)
 
 
 def _add_ratios(rows: list[dict]) -> None:
@@ -291,18 +289,14 @@ def table(report: dict) -> str:
                      f"{cell('train_img_s', '.2f', 11)} {cell('train_vs_best_peer', '.2f', 6)} "
                      f"{cell('train_gflops_pct', '.0f', 6)} "
                      f"{cell('train_peak_mb', '.0f', 8)} {cell('memory_vs_lowest_peer', '.2f', 6)}")
-    if report.get("kernels"):
-        lines.append(f"kernels measured on this machine (shapes per choice): {kernel_summary(report['kernels'])}")
+    if report.get("kernel_summary"):
+        lines.append(f"kernels measured on this machine (shapes per choice): {report['kernel_summary']}")
     return "\n".join(lines)
 
 
-def kernel_summary(choices: dict[str, str]) -> str:
-    """{"pointwise (...)": "conv", ...} as "pointwise conv 12 linear 4; ...": what autotune picked."""
-    by_op: dict[str, Counter] = {}
-    for key, choice in choices.items():
-        by_op.setdefault(key.split(" ", 1)[0], Counter())[choice] += 1
-    return "; ".join(f"{op} " + " ".join(f"{name} {n}" for name, n in sorted(counts.items()))
-                     for op, counts in sorted(by_op.items()))
+def kernel_seconds() -> list[dict]:
+    """Each measured key with every candidate's best time, for the JSON report."""
+    return [{**key.as_dict(), "seconds": times} for key, times in autotune.tuner.measured().items()]
 
 
 def plot(report: dict, path) -> None:

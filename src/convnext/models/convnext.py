@@ -9,24 +9,17 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from ..runtime.autotune import exporting
-from .kernels import depthwise_conv, gelu_then_pointwise, pointwise, pointwise_then_gelu, residual_by_chunks
+from .fast_block import covers, fast_block
 from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks
 
 
 class Block(nn.Module):
-    """dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> layer scale -> drop path -> +x.
+    """The ConvNeXt block (paper Figure 4, the official `Block`): a 7x7 depthwise conv, LayerNorm, an
+    inverted bottleneck of two pointwise layers with GELU between them, layer scale, stochastic depth,
+    and the residual sum. The pointwise layers hold Linear weights, as in the official code.
 
-    Like the official code the pointwise layers hold Linear weights; they run on the channels-last
-    (N, C, H, W) stream through `pointwise` (oneDNN 1x1 convs or BLAS GEMMs on CPUs, whichever the
-    machine runs faster; cuBLAS GEMMs on GPUs). Exact rewrites save time and memory: layer scale is
-    applied to pwconv2's (C, 4C) weight instead of the activation; GELU is recomputed in the backward
-    pass instead of stored (`gelu_then_pointwise`); the depthwise conv has a faster backward pass
-    (`depthwise_conv`); the residual sum reuses a buffer; and without autograd GELU runs fused into
-    pwconv1 or in place, and the block may run over cache-sized batch chunks (`residual_by_chunks`).
-    Tracers and exporters (torch.jit.trace, torch.export, ONNX, OpenVINO) record the default kernels
-    as plain operators, the same in every grad mode: 1x1 convs (ONNX Runtime runs them faster than
-    MatMuls), GELU, no autograd functions, nothing measured.
+    On CPUs and CUDA GPUs `fast_block` computes exactly this with faster kernels (measured on the
+    machine; docs/performance.md); tracers and exporters record it as plain operators.
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -34,7 +27,8 @@ class Block(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()  # applied through the kernels; kept so the structure reads as the paper's
+        self.act = nn.GELU()
+        self.grn = nn.Identity()  # ConvNeXt V2's GRN (BlockV2)
         self.pwconv2 = nn.Linear(4 * dim, dim)
         # A zero init value means "no layer scale": no parameter at all, as in the official files.
         self.gamma = (
@@ -42,34 +36,16 @@ class Block(nn.Module):
         )
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
-    def mix(self, x: torch.Tensor) -> torch.Tensor:
-        """dwconv -> LN on the (N, C, H, W) stream: the spatial mixing and its norm."""
-        x = depthwise_conv(self.dwconv, x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        return self.norm(x).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-
-    def project_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """pwconv2's weight and bias with layer scale folded in: diag(γ)·(W x + b)."""
-        if self.gamma is None:
-            return self.pwconv2.weight, self.pwconv2.bias
-        return self.pwconv2.weight * self.gamma[:, None], self.pwconv2.bias * self.gamma
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.mix(x)
-        if torch.is_grad_enabled() and not exporting():
-            return gelu_then_pointwise(pointwise(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
-        return pointwise(pointwise_then_gelu(x, self.pwconv1.weight, self.pwconv1.bias), *self.project_weights())
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if exporting():  # one graph in every grad mode (jit.trace checks it by tracing twice)
-            return x + self.drop_path(self.branch(x))
-        if not torch.is_grad_enabled():  # inference: whole batch or cache-sized chunks, as measured
-            return residual_by_chunks(lambda part: self.drop_path(self.branch(part)), x, self.pwconv1.out_features)
-        out = self.drop_path(self.branch(x))
-        # The sum goes into the branch's output when autograd allows it (a fresh tensor nothing saved),
-        # one activation-sized buffer less per block; not under autocast, where out is bf16 and the
-        # sum must stay in x's float32.
-        in_place = out.dtype == x.dtype and out._base is None
-        return out.add_(x) if in_place else x + out
+        if covers(x):
+            return fast_block(self, x)
+        shortcut = x
+        x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = self.act(self.pwconv1(self.norm(x)))
+        x = self.pwconv2(self.grn(x))
+        if self.gamma is not None:
+            x = self.gamma * x
+        return shortcut + self.drop_path(x.permute(0, 3, 1, 2))  # back to (N, C, H, W)
 
 
 class BlockV2(Block):
@@ -78,11 +54,6 @@ class BlockV2(Block):
     def __init__(self, dim: int, drop_path: float = 0.0):
         super().__init__(dim, drop_path, layer_scale_init_value=0.0)
         self.grn = GRN(4 * dim)
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = pointwise_then_gelu(self.mix(x), self.pwconv1.weight, self.pwconv1.bias)
-        x = self.grn(x.permute(0, 2, 3, 1))  # GRN on (N, H, W, 4C)
-        return pointwise(x.permute(0, 3, 1, 2), self.pwconv2.weight, self.pwconv2.bias)  # back to (N, 4C, H, W)
 
 
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> list[list[float]]:

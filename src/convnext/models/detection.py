@@ -21,27 +21,14 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from .backbone import ConvNeXtBackbone
 from .registry import create_model
 
-# Stochastic depth of the official downstream configs (detection: Mask R-CNN T, Cascade S/B/L/XL;
-# segmentation: UperNet). Sizes the papers did not train downstream get the classification default.
-DETECTION_DROP_PATH = {"tiny": 0.4, "small": 0.6, "base": 0.7, "large": 0.7, "xlarge": 0.8}
-SEGMENTATION_DROP_PATH = {"tiny": 0.4, "small": 0.3, "base": 0.4, "large": 0.4, "xlarge": 0.4, "huge": 0.4}
-SMALL_DROP_PATH = 0.1
 TRAIN_SIZES = tuple(range(480, 801, 32))  # shorter side, one drawn per image (the official multi-scale policy)
 
 
-def size_of(name: str) -> str:
-    return name.rsplit("_", 1)[-1]
-
-
-def default_drop_path(name: str, table: dict[str, float]) -> float:
-    return table.get(size_of(name), SMALL_DROP_PATH)
-
-
-def trunk(model_or_name: nn.Module | str, drop_path_rate: float | None, table: dict[str, float]) -> nn.Module:
-    """The classification network whose stages become the backbone (weights, if any, already loaded)."""
+def trunk(model_or_name: nn.Module | str, drop_path_rate: float) -> nn.Module:
+    """The classification network whose stages become the backbone (weights, if any, already loaded).
+    The official downstream drop-path rates are recipe facts (`training/recipes.py`)."""
     if isinstance(model_or_name, str):
-        rate = default_drop_path(model_or_name, table) if drop_path_rate is None else drop_path_rate
-        return create_model(model_or_name, drop_path_rate=rate)
+        return create_model(model_or_name, drop_path_rate=drop_path_rate)
     return model_or_name
 
 
@@ -65,7 +52,7 @@ def _detector(cls, model_or_name, num_classes: int, drop_path_rate, min_size, ma
               anchor_sizes=OFFICIAL_ANCHORS, **kwargs):
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    classifier = trunk(model_or_name, drop_path_rate, DETECTION_DROP_PATH)
+    classifier = trunk(model_or_name, drop_path_rate)
     backbone = ConvNeXtFPN(ConvNeXtBackbone(classifier), fpn_channels)
     # The official configs keep 1000 proposals per image after NMS in training (torchvision: 2000).
     kwargs.setdefault("rpn_post_nms_top_n_train", 1000)
@@ -98,7 +85,7 @@ def _narrow_heads(model: FasterRCNN, width: int, num_classes: int, given: dict) 
         heads.mask_predictor = MaskRCNNPredictor(width, width, num_classes)
 
 
-def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
+def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float = 0.0,
                       min_size=TRAIN_SIZES, max_size: int = 1333, **kwargs) -> MaskRCNN:
     """Mask R-CNN with a ConvNeXt-FPN backbone. `num_classes` counts the background (COCO: 81).
 
@@ -110,7 +97,16 @@ def maskrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_pat
     return _detector(MaskRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
 
 
-def fasterrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
+def fasterrcnn_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float = 0.0,
                         min_size=TRAIN_SIZES, max_size: int = 1333, **kwargs) -> FasterRCNN:
     """Faster R-CNN with a ConvNeXt-FPN backbone: boxes only."""
     return _detector(FasterRCNN, model_or_name, num_classes, drop_path_rate, min_size, max_size, **kwargs)
+
+
+@torch.no_grad()
+def detect(model: nn.Module, images: list[torch.Tensor], device, autocast=None) -> list[dict]:
+    """The detector's findings per image ({boxes, labels, scores[, masks]}, on the CPU, float32), in eval mode."""
+    model.eval()
+    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+        found = model([image.to(device) for image in images])
+    return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in f.items()} for f in found]

@@ -58,14 +58,15 @@ class FCMAE(nn.Module):
     projection, with a learned mask token, and a 1x1 conv predicting each patch's pixels.
     """
 
-    def __init__(self, encoder: str = "convnextv2_atto", patch_size: int = 32, mask_ratio: float = 0.6,
+    def __init__(self, encoder: str | nn.Module = "convnextv2_atto", patch_size: int = 32, mask_ratio: float = 0.6,
                  decoder_dim: int = 512, decoder_depth: int = 1, norm_pix_loss: bool = True, in_chans: int = 3):
         super().__init__()
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio!r}")
-        self.encoder = create_model(encoder, in_chans=in_chans)
+        self.encoder = create_model(encoder, in_chans=in_chans) if isinstance(encoder, str) else encoder
         if not isinstance(self.encoder, ConvNeXtV2):
-            raise ValueError(f"FCMAE pre-trains ConvNeXt V2 encoders (GRN blocks); {encoder} is not one")
+            name = encoder if isinstance(encoder, str) else getattr(encoder, "model_name", type(encoder).__name__)
+            raise ValueError(f"FCMAE pre-trains ConvNeXt V2 encoders (GRN blocks); {name} is not one")
         if patch_size != 32:
             raise ValueError("patch_size must be 32, the encoder's total stride (the mask is one cell of the last map)")
         self.encoder.norm.requires_grad_(False)

@@ -1,5 +1,6 @@
-"""The block's hand-written fast paths: pointwise layers, GELU recomputation, a depthwise-conv backward,
-and cache-sized batch chunks for inference.
+"""The block's exact fast kernels: pointwise layers (oneDNN 1x1 conv, BLAS or packed GEMM), GELU fused
+or recomputed, a depthwise-conv backward, and cache-sized batch chunks for inference. Which of them a
+block runs, by grad mode and training, is decided in one place: `fast_block.fast_block`.
 
 Each computes exactly what the plain PyTorch layers would (tests/test_kernels.py checks every path
 against autograd in float64, tests/test_parity.py against timm's gradients and logits). Where the
@@ -15,7 +16,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..runtime.hardware import onednn_bf16
 from ..runtime.precision import autocast_dtype, compute_dtype
-from ..runtime.autotune import active, choose, exporting
+from ..runtime.autotune import Key, dtype_name, tuner
 
 
 def on_onednn(x: torch.Tensor) -> bool:
@@ -23,7 +24,7 @@ def on_onednn(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
-def _as_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return F.conv2d(x, weight[:, :, None, None], bias)  # oneDNN on CPUs
 
 
@@ -83,8 +84,8 @@ def _packed_linear(post_op: str, algorithm: str):
     return layer
 
 
-POINTWISE = {"conv": _as_conv, "linear": _as_linear}
-POINTWISE_GELU = {"conv": _plain_gelu(_as_conv), "linear": _plain_gelu(_as_linear)}
+POINTWISE = {"conv": conv1x1, "linear": _as_linear}
+POINTWISE_GELU = {"conv": _plain_gelu(conv1x1), "linear": _plain_gelu(_as_linear)}
 if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
     POINTWISE_GELU["fused"] = _fused_gelu_conv
 if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
@@ -108,15 +109,20 @@ def _trial(layer, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return step
 
 
+def _mode(weight: torch.Tensor, training: bool) -> str:
+    return "training" if training else "frozen" if frozen(weight) else "inference"
+
+
 def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                   training: bool) -> str:
     n, c, h, w = x.shape
-    packable = frozen(weight) and not training
-    key = (x.device.type, str(x.dtype), str(autocast_dtype(x)), n * h * w, c, weight.shape[0], packable, training)
-    if not packable:
+    mode = _mode(weight, training)
+    key = Key(op, x.device.type, dtype_name(x.dtype), dtype_name(autocast_dtype(x)), (n * h * w, c, weight.shape[0]),
+              mode)
+    if mode != "frozen":
         table = {name: layer for name, layer in table.items() if name != "packed"}
     names = tuple(table)
-    return choose(op, key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
+    return tuner.choose(key, x, lambda: {k: _trial(table[k], x, weight, bias, training) for k in names}, names)
 
 
 def _default_first(table: dict, x: torch.Tensor) -> dict:
@@ -146,24 +152,22 @@ def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training)
 
 
-def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> torch.Tensor:
     """A Linear layer's (out, in) weight applied at every position of a channels-last (N, C, H, W) tensor.
 
     It runs as a 1x1 convolution (oneDNN on CPUs, cuDNN on GPUs) or as `F.linear` on the (N, H, W, C)
     view (a BLAS or cuBLAS GEMM), whichever measures faster for the shape on the machine at hand
     (oneDNN was twice as fast on one AMD EPYC, level on a Zen 4 and on an Intel Xeon; docs/performance.md
-    has the GPU's figures). Where nothing is measured: the conv on CPUs, the GEMM elsewhere.
+    has the GPU's figures). Where nothing is measured: the conv on CPUs, the GEMM elsewhere. `training`:
+    timed with its backward pass, as a training step runs it.
     """
-    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return POINTWISE[pointwise_backend(x, weight, bias, training)](x, weight, bias)
 
 
 def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """gelu(pointwise(x)), exact GELU. Without autograd, the fastest of conv or GEMM followed by an
+    """gelu(pointwise(x)), exact GELU, without autograd: the fastest of conv or GEMM followed by an
     in-place GELU (no 4C-wide buffer for the activation) and, on CPUs, GELU fused into oneDNN's 1x1 conv.
     """
-    if torch.is_grad_enabled() or exporting():  # exporting: the same plain operators in every grad mode
-        return F.gelu(pointwise(x, weight, bias))
     table = _default_first(POINTWISE_GELU, x)
     return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
 
@@ -225,15 +229,11 @@ class _GeluPointwise(torch.autograd.Function):
 
 
 def gelu_then_pointwise(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """pointwise(gelu(h)), exact. With autograd it keeps only h for the backward pass and recomputes
+    """pointwise(gelu(h)), exact, with autograd: it keeps only h for the backward pass and recomputes
     gelu(h) there: one 4C-wide activation per block less to store (about a third of a ConvNeXt's
     activation memory), and faster on CPUs, where allocating it costs more than the recomputation.
-    Without autograd GELU runs in place.
     """
-    if torch.is_grad_enabled():
-        training = h.requires_grad or weight.requires_grad
-        return _GeluPointwise.apply(h, weight, bias, pointwise_backend(h, weight, bias, training))
-    return pointwise(torch.ops.aten.gelu_(h), weight, bias)
+    return _GeluPointwise.apply(h, weight, bias, pointwise_backend(h, weight, bias, True))
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -296,14 +296,14 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
         return by_onednn()
     names = ("planes", "onednn") if min(x.shape[-2:]) > k // 2 else ("onednn",)
     candidates = {"planes": partial(_weight_grad_by_planes, x, grad, k), "onednn": by_onednn}
-    key = (str(x.dtype), tuple(x.shape), k)
-    chosen = choose("depthwise_weight_grad", key, x, lambda: {n: candidates[n] for n in names}, names)
+    key = Key("depthwise_weight_grad", x.device.type, dtype_name(x.dtype), None, (*x.shape, k), "training")
+    chosen = tuner.choose(key, x, lambda: {n: candidates[n] for n in names}, names)
     return candidates[chosen]()
 
 
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x) for a block's depthwise conv, exact, with the faster backward pass when autograd is on."""
-    if not torch.is_grad_enabled() or conv.bias is None or exporting():
+    """conv(x) for a block's depthwise conv, exact, with the faster backward pass (for autograd)."""
+    if conv.bias is None:
         return conv(x)
     return _DepthwiseConv.apply(x, conv.weight, conv.bias)
 
@@ -322,7 +322,7 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
         out = branch(x)
         return out.add_(x) if out.dtype == x.dtype else x + out
 
-    if not on_onednn(x) or not active("block_chunks", x):  # e.g. while exporting: no size tests
+    if not on_onednn(x) or not tuner.active("block_chunks", x):  # e.g. while compiling: no size tests
         return whole()
     n = x.shape[0]
     per_sample = x[0].numel() // x.shape[1] * width * (x.element_size() if autocast_dtype(x) is None else 2)
@@ -338,6 +338,6 @@ def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
         return total
 
     names = tuple(str(size) for size in sizes)
-    key = (str(x.dtype), str(autocast_dtype(x)), tuple(x.shape), width)
-    chosen = choose("block_chunks", key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
+    key = Key("block_chunks", x.device.type, dtype_name(x.dtype), dtype_name(autocast_dtype(x)), (*x.shape, width))
+    chosen = tuner.choose(key, x, lambda: {name: partial(run, int(name)) for name in names}, names)
     return run(int(chosen))

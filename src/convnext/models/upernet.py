@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ConvNeXtBackbone
-from .detection import SEGMENTATION_DROP_PATH, trunk
+from .detection import trunk
 
 AUX_WEIGHT = 0.4
 IGNORE_INDEX = 255
@@ -101,10 +101,18 @@ def segmentation_loss(out: dict[str, torch.Tensor], target: torch.Tensor, aux_we
     return losses
 
 
-def upernet_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float | None = None,
+def upernet_convnext(model_or_name: nn.Module | str, num_classes: int, drop_path_rate: float = 0.0,
                      **kwargs) -> UperNet:
     """UperNet on a ConvNeXt V1/V2 backbone (a registry name, or a classifier whose weights are the start)."""
-    classifier = trunk(model_or_name, drop_path_rate, SEGMENTATION_DROP_PATH)
+    classifier = trunk(model_or_name, drop_path_rate)
     model = UperNet(ConvNeXtBackbone(classifier), num_classes, **kwargs)
     model.model_name = getattr(classifier, "model_name", None)
     return model
+
+
+@torch.no_grad()
+def segment(model: nn.Module, images: torch.Tensor, device, autocast=None) -> torch.Tensor:
+    """Class logits (N, K, H, W) at the images' size (on the CPU, float32), in eval mode."""
+    model.eval()
+    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+        return model(images.to(device))["out"].float().cpu()

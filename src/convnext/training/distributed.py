@@ -51,10 +51,11 @@ def all_sum(values: torch.Tensor, context: Context) -> torch.Tensor:
     return values
 
 
-def broadcast_flag(flag: bool, context: Context) -> bool:
-    """True on every process if it is true on any (e.g. a stop signal seen by one rank)."""
+def any_of(flags: list[bool], context: Context) -> list[bool]:
+    """Each flag true on every process if it is true on any (a stop signal one rank saw, a non-finite
+    loss, new kernel choices): one all-reduce for all of them."""
     if not context.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=context.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return list(flags)
+    values = torch.tensor([1.0 if flag else 0.0 for flag in flags], device=context.device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]

@@ -1,12 +1,14 @@
-"""Training recipes as data: the paper's ImageNet recipe, its fine-tuning recipe, and a small-data preset.
+"""Training recipes as data, one class per task: the fields every task's training shares (`Recipe`),
+and what only classification, FCMAE pre-training, detection or segmentation has. Each command's flags
+are its task's fields, so another task's flag is an error rather than silently ignored.
 
 Every field can be overridden from the command line (`--lr`, `--epochs`, ...). Learning rates are given
 at `lr_base_batch` and scaled linearly to the effective batch (batch x processes x accumulation).
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .optim import SCHEDULES
 from ..runtime.ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range
+from .optim import SCHEDULES
 
 MAGNITUDE = Range(int, low=0, high=30)  # torchvision's RandAugment has 31 magnitude bins
 DROP_RATE = Range(float, low=0, high=1, high_open=True)
@@ -20,6 +22,7 @@ def option(default, help: str, valid: Range | None = None):
 
 @dataclass(frozen=True)
 class Recipe:
+    """What every task's training has: the model, the optimizer and its schedule, the batch, flips."""
     model: str = option("convnext_tiny", "model name (any registered, roadmap steps included)")
     epochs: int = option(300, "training epochs", COUNT)
     batch_size: int = option(128, "images per process per step", COUNT)
@@ -27,35 +30,17 @@ class Recipe:
     lr_base_batch: int = option(4096, "the batch size --lr is given for", COUNT)
     min_lr: float = option(1e-6, "learning rate at the end of the cosine", NON_NEGATIVE)
     warmup_epochs: float = option(20, "linear warm-up, per iteration", NON_NEGATIVE)
+    schedule: str = option("cosine", "lr after warm-up: cosine, step (x0.1 at 27/36 and 33/36: detection 3x) "
+                                     "or poly (power 1: segmentation)")
     weight_decay: float = option(0.05, "never on biases, norms, layer scale or GRN", NON_NEGATIVE)
     beta2: float = option(0.999, "AdamW's second-moment decay (FCMAE: 0.95)", DECAY)
     layer_decay: float | None = option(None, "layer-wise lr decay (fine-tuning); None: off", SHARE)
-    label_smoothing: float = option(0.1, "label smoothing", PROBABILITY)
-    mixup: float = option(0.8, "MixUp alpha; 0 disables", NON_NEGATIVE)
-    cutmix: float = option(
-        1.0, "CutMix alpha; 0 disables (with both on, each batch picks one at random)", NON_NEGATIVE)
-    randaugment: int | None = option(9, "RandAugment magnitude (2 ops); None disables", MAGNITUDE)
-    reprob: float = option(0.25, "random erasing probability", PROBABILITY)
-    hflip: float = option(0.5, "horizontal flip probability", PROBABILITY)
-    min_crop_scale: float = option(0.08, "RandomResizedCrop keeps at least this share of the image", SHARE)
-    drop_path: float = option(0.1, "stochastic depth rate at the last block", DROP_RATE)
-    layer_scale: float = option(1e-6, "layer scale init value (0: none)", NON_NEGATIVE)
-    head_init_scale: float = option(1.0, "head weight scale at init (0.001 to fine-tune)", POSITIVE)
-    ema_decay: float | None = option(0.9999, "None: no EMA", DECAY)
     clip_grad: float | None = option(None, "max gradient norm", POSITIVE)
     accum_steps: int = option(1, "gradient accumulation steps", COUNT)
+    ema_decay: float | None = option(0.9999, "None: no EMA", DECAY)
+    drop_path: float = option(0.1, "stochastic depth rate at the last block", DROP_RATE)
     input_size: int | None = option(224, "None: fit the data (small images stay small)", COUNT)
-    crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
-    mask_ratio: float = option(0.6, "FCMAE pre-training: share of 32-pixel patches masked", DROP_RATE)
-    schedule: str = option("cosine", "lr after warm-up: cosine, step (x0.1 at 27/36 and 33/36: detection 3x) "
-                                     "or poly (power 1: segmentation)")
-    scale_jitter: float = option(2.0, "segmentation: each training image is resized by a random ratio in "
-                                      "[1/j, j] before the crop (official 2: 0.5-2)", Range(float, low=1))
-    rois_per_image: int = option(512, "detection: RoIs sampled per image for the box head", COUNT)
-    proposals: int = option(1000, "detection: RPN proposals kept per image after NMS (official 1000; "
-                                  "2x as many enter NMS in training)", COUNT)
-    head_width: int | None = option(None, "dense heads' channels: FPN (official 256) or UperNet (official 512); "
-                                          "None: official", COUNT)
+    hflip: float = option(0.5, "horizontal flip probability", PROBABILITY)
 
     def __post_init__(self):
         """Refuse a value outside its field's range (and a warm-up longer than the run) at once."""
@@ -71,7 +56,7 @@ class Recipe:
         names = {f.name for f in fields(self)}
         unknown = set(overrides) - names
         if unknown:
-            raise ValueError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+            raise ValueError(f"unknown recipe field(s) for {type(self).__name__}: {', '.join(sorted(unknown))}")
         overrides = {k: v for k, v in overrides.items() if v is not None}
         epochs = overrides.get("epochs", self.epochs)
         if "warmup_epochs" not in overrides and self.warmup_epochs > epochs:
@@ -82,20 +67,71 @@ class Recipe:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> "Recipe":
+        """A recipe from a run's config.json. Runs written before the recipes were split per task hold
+        every task's fields; those of other tasks are dropped (they never acted on this run)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names})
+
+
+@dataclass(frozen=True)
+class ClassifyRecipe(Recipe):
+    """Supervised classification (`convnext train`, the roadmap): the paper's augmentation and regularisation."""
+    label_smoothing: float = option(0.1, "label smoothing", PROBABILITY)
+    mixup: float = option(0.8, "MixUp alpha; 0 disables", NON_NEGATIVE)
+    cutmix: float = option(
+        1.0, "CutMix alpha; 0 disables (with both on, each batch picks one at random)", NON_NEGATIVE)
+    randaugment: int | None = option(9, "RandAugment magnitude (2 ops); None disables", MAGNITUDE)
+    reprob: float = option(0.25, "random erasing probability", PROBABILITY)
+    min_crop_scale: float = option(0.08, "RandomResizedCrop keeps at least this share of the image", SHARE)
+    layer_scale: float = option(1e-6, "layer scale init value (0: none)", NON_NEGATIVE)
+    head_init_scale: float = option(1.0, "head weight scale at init (0.001 to fine-tune)", POSITIVE)
+    crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
+
+
+@dataclass(frozen=True)
+class PretrainRecipe(Recipe):
+    """FCMAE pre-training (`convnext pretrain`): crops and flips only, and the mask."""
+    min_crop_scale: float = option(0.2, "RandomResizedCrop keeps at least this share of the image", SHARE)
+    crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
+    mask_ratio: float = option(0.6, "share of 32-pixel patches masked", DROP_RATE)
+    # The official main_pretrain.py augments with crops and flips only (not fields: nothing to set).
+    randaugment = None
+    reprob = 0.0
+
+
+@dataclass(frozen=True)
+class DetectRecipe(Recipe):
+    """Detection and instance segmentation (`convnext detect train`): Mask/Faster R-CNN's sizes."""
+    rois_per_image: int = option(512, "RoIs sampled per image for the box head", COUNT)
+    proposals: int = option(1000, "RPN proposals kept per image after NMS (official 1000; "
+                                  "2x as many enter NMS in training)", COUNT)
+    head_width: int | None = option(None, "FPN channels (official 256); None: official", COUNT)
+
+
+@dataclass(frozen=True)
+class SegmentRecipe(Recipe):
+    """Semantic segmentation (`convnext segment train`): UperNet's width and the scale jitter."""
+    scale_jitter: float = option(2.0, "each training image is resized by a random ratio in [1/j, j] before "
+                                      "the crop (official 2: 0.5-2)", Range(float, low=1))
+    head_width: int | None = option(None, "UperNet channels (official 512); None: official", COUNT)
+
 
 RECIPES = {
     # Paper Table 5: ImageNet-1K from scratch, 300 epochs at batch 4096 (drop path T 0.1 / S 0.4 / B, L 0.5).
-    "in1k": Recipe(),
+    "in1k": ClassifyRecipe(),
     # Paper Table 6: fine-tuning, lr 5e-5 at batch 512, 30 epochs, no warm-up, layer decay, no mixing.
-    "finetune": Recipe(epochs=30, lr=5e-5, lr_base_batch=512, warmup_epochs=0, weight_decay=1e-8,
+    "finetune": ClassifyRecipe(epochs=30, lr=5e-5, lr_base_batch=512, warmup_epochs=0, weight_decay=1e-8,
                        layer_decay=0.8, head_init_scale=0.001, mixup=0.0, cutmix=0.0, drop_path=0.2,
                        ema_decay=None),
     # Small data on a CPU (the built-in digits): a minute, light augmentation, no flips. 20 epochs of batch
     # 128 (lr 8e-3) reach what 40 of batch 64 did (98.6-99.2% over seeds 0-2 against 98.6-98.9%) in under
     # half the time, which an AVX2-only CPU needs for a demo within two minutes; 16 epochs fell to 97.5%.
-    "small": Recipe(model="convnext_atto", epochs=20, batch_size=128, lr=4e-3, lr_base_batch=64, warmup_epochs=2,
-                    label_smoothing=0.1, mixup=0.0, cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.0,
-                    min_crop_scale=0.7, drop_path=0.0, ema_decay=None, input_size=None, crop_pct=1.0),
+    "small": ClassifyRecipe(model="convnext_atto", epochs=20, batch_size=128, lr=4e-3, lr_base_batch=64,
+                            warmup_epochs=2, label_smoothing=0.1, mixup=0.0, cutmix=0.0, randaugment=None,
+                            reprob=0.0, hflip=0.0, min_crop_scale=0.7, drop_path=0.0, ema_decay=None,
+                            input_size=None, crop_pct=1.0),
 }
 # The roadmap's one recipe for every step: the small preset as it was measured there (40 epochs of batch
 # 64) at a quarter of its rate. At 4e-3 the step with a single BatchNorm per block (11, fewer norms)
@@ -108,10 +144,9 @@ RECIPES["roadmap"] = replace(RECIPES["small"], lr=1e-3, epochs=40, batch_size=64
 # flips, mask ratio 0.6, no label tricks, no drop path, no EMA. 800 epochs (the code's default; the
 # released models had 1600).
 PRETRAIN_RECIPES = {
-    "fcmae": Recipe(model="convnextv2_atto", epochs=800, batch_size=64, lr=1.5e-4, lr_base_batch=256, min_lr=0.0,
-                    warmup_epochs=40, weight_decay=0.05, beta2=0.95, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
-                    randaugment=None, reprob=0.0, hflip=0.5, min_crop_scale=0.2, drop_path=0.0, ema_decay=None,
-                    input_size=224, mask_ratio=0.6),
+    "fcmae": PretrainRecipe(model="convnextv2_atto", epochs=800, batch_size=64, lr=1.5e-4, lr_base_batch=256,
+                             min_lr=0.0, warmup_epochs=40, weight_decay=0.05, beta2=0.95, hflip=0.5,
+                             min_crop_scale=0.2, drop_path=0.0, ema_decay=None, input_size=224, mask_ratio=0.6),
 }
 # The built-in digits on a CPU: upsampled to 96² (3 x 3 patches of 32), no flips (digits are not
 # symmetric), a higher rate and a short warm-up for a run of minutes.
@@ -126,17 +161,32 @@ PRETRAIN_RECIPES["fcmae_small"] = replace(PRETRAIN_RECIPES["fcmae"], epochs=30, 
 # 512 crops). The small presets train on the built-in shapes in minutes on a CPU.
 # What both official downstream configs share: fine-tuning from ImageNet weights with AdamW at lr 1e-4
 # for batch 16, flips only, no EMA; and what both small presets share: ConvNeXt-atto from scratch, 128².
-DOWNSTREAM = Recipe(model="convnext_tiny", batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0, weight_decay=0.05,
-                    label_smoothing=0.0, mixup=0.0, cutmix=0.0, randaugment=None, reprob=0.0, hflip=0.5,
-                    drop_path=0.4, ema_decay=None)
+DOWNSTREAM = dict(model="convnext_tiny", batch_size=2, lr=1e-4, lr_base_batch=16, min_lr=0.0, weight_decay=0.05,
+                  hflip=0.5, drop_path=0.4, ema_decay=None)
 SMALL_DOWNSTREAM = dict(model="convnext_atto", warmup_epochs=0.5, layer_decay=None, drop_path=0.0, input_size=128)
 DETECT_RECIPES = {
-    "coco_3x": replace(DOWNSTREAM, epochs=36, warmup_epochs=0.07, layer_decay=0.95, input_size=800, schedule="step"),
+    "coco_3x": DetectRecipe(**DOWNSTREAM, epochs=36, warmup_epochs=0.07, layer_decay=0.95, input_size=800,
+                            schedule="step"),
 }
 DETECT_RECIPES["shapes"] = replace(DETECT_RECIPES["coco_3x"], **SMALL_DOWNSTREAM, epochs=10, batch_size=4, lr=1.2e-3,
                                    lr_base_batch=4, schedule="cosine", rois_per_image=64, head_width=64, proposals=250)
 SEGMENT_RECIPES = {
-    "ade20k_160k": replace(DOWNSTREAM, epochs=127, warmup_epochs=1.2, layer_decay=0.9, input_size=512, schedule="poly"),
+    "ade20k_160k": SegmentRecipe(**DOWNSTREAM, epochs=127, warmup_epochs=1.2, layer_decay=0.9, input_size=512,
+                                 schedule="poly"),
 }
 SEGMENT_RECIPES["shapes"] = replace(SEGMENT_RECIPES["ade20k_160k"], **SMALL_DOWNSTREAM, epochs=24, batch_size=8,
                                     lr=1e-3, lr_base_batch=8, head_width=64, scale_jitter=1.0)
+
+# Stochastic depth of the official downstream configs by model size (detection: Mask R-CNN T, Cascade
+# Mask R-CNN S/B/L/XL; segmentation: UperNet). A size never trained downstream keeps the recipe's rate.
+DOWNSTREAM_DROP_PATH = {
+    DetectRecipe: {"tiny": 0.4, "small": 0.6, "base": 0.7, "large": 0.7, "xlarge": 0.8},
+    SegmentRecipe: {"tiny": 0.4, "small": 0.3, "base": 0.4, "large": 0.4, "xlarge": 0.4, "huge": 0.4},
+}
+
+
+def with_official_drop_path(recipe: Recipe) -> Recipe:
+    """The recipe with the official downstream drop-path rate for its model's size, where there is one."""
+    table = DOWNSTREAM_DROP_PATH.get(type(recipe), {})
+    size = recipe.model.rsplit("_", 1)[-1]
+    return recipe.update(drop_path=table[size]) if size in table else recipe

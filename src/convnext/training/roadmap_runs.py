@@ -14,7 +14,8 @@ from ..models.counting import count_macs, count_params
 from ..models.registry import create_model
 from ..models.roadmap import R50, R200, Step
 from .recipes import Recipe
-from .trainer import RunConfig, resume, train
+from .loop import RunConfig, resume, train
+from .tasks import Classification
 
 REGIMES = {"r50": R50, "r200": R200}
 CSV_COLUMNS = ["name", "change", "params", "gmacs", "paper_top1", "paper_gflops", "top1", "top5", "epochs",
@@ -59,10 +60,10 @@ def train_steps(steps: list[Step], recipe: Recipe, run: RunConfig, output_dir: P
             summary = json.loads(summary_file.read_text())
             say(f"  already trained: top-1 {100 * summary['test_top1']:.2f}% (delete {run_dir} to retrain)")
         elif (run_dir / "config.json").is_file():
-            summary = resume(run_dir, say=lambda text: say(f"  {text}"), max_steps=run.max_steps)
+            summary = resume(Classification, run_dir, say=lambda text: say(f"  {text}"), max_steps=run.max_steps)
         else:
             step_run = replace(run, output_dir=str(run_dir))
-            summary = train(replace(recipe, model=step.name), step_run, say=lambda text: say(f"  {text}"))
+            summary = train(Classification, replace(recipe, model=step.name), step_run, say=lambda text: say(f"  {text}"))
         rows.append({**step_row(step), "top1": summary["test_top1"], "top5": summary["test_top5"],
                      "epochs": summary["epochs"], "wall_s": round(summary["wall_s"], 1), "run_dir": str(run_dir)})
     return rows

@@ -90,8 +90,10 @@ class Service:
                        for i in wanting]
             cams, crops = self.predictor.cams(batch[wanting], self.settings.cam_stage, classes)
             for n, i in enumerate(wanting):
+                # The picture is drawn and PNG-encoded in the request's worker thread, not on this one,
+                # which every request's inference waits for.
                 answers[i]["cam"] = {"class_index": classes[n], "empty": cams.empty[n], "grid": cams.maps[n].tolist(),
-                                     "png": png_data_url(overlay(crops[n], cams.maps[n]))}
+                                     "overlay": (crops[n], cams.maps[n])}
         return answers
 
     # ---- request side -----------------------------------------------------------------------
@@ -175,6 +177,9 @@ class Service:
         except asyncio.TimeoutError:
             raise HTTPError(504, f"no answer within {self.settings.request_timeout_s:g} s (--request-timeout-s)") from None
         request.state.timing = timing
+        if "cam" in answer:
+            crop, heat = answer["cam"].pop("overlay")
+            answer["cam"]["png"] = await run_in_threadpool(lambda: png_data_url(overlay(crop, heat)))
         answer = {"model": self.model_name, **answer,
                   "timing_ms": {"queue": round(1000 * timing.queue_s, 3), "infer": round(1000 * timing.infer_s, 3),
                                 "batch_size": timing.batch_size}}

@@ -1,28 +1,14 @@
-"""Running a detector or segmenter over a loader and scoring it (used by the trainers and by
+"""Running a detector or segmenter over a loader and scoring it (validation in training, and
 `convnext detect eval` / `convnext segment eval`)."""
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ...models.detection import detect
+from ...models.upernet import segment
 from ..distributed import Context
 from .detection_metrics import coco_evaluate, coco_results
 from .segmentation_metrics import SegmentationScores
-
-
-@torch.no_grad()
-def detect(model: nn.Module, images: list[torch.Tensor], device, autocast=None) -> list[dict]:
-    model.eval()
-    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
-        found = model([image.to(device) for image in images])
-    return [{k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in f.items()} for f in found]
-
-
-@torch.no_grad()
-def segment(model: nn.Module, images: torch.Tensor, device, autocast=None) -> torch.Tensor:
-    """Class logits (N, K, H, W) at the images' size."""
-    model.eval()
-    with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
-        return model(images.to(device))["out"].float().cpu()
 
 
 def _gather(items: list, context: Context) -> list:

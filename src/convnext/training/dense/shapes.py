@@ -107,3 +107,11 @@ def shapes_dataset(size: int = 128, seed: int = 0, cache: Path | None = None) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+BUILT_IN = "shapes"  # what --data names the built-in set by
+
+
+def data_root(data: str) -> Path:
+    """A dense --data argument as a folder: the built-in shapes (generated once), or the path given."""
+    return shapes_dataset() if data == BUILT_IN else Path(data)

@@ -1,0 +1,339 @@
+"""The training loop, written once for every task: recipe + task -> run directory with metrics, plots,
+checkpoints and what the task leaves (weights, pictures).
+
+    convnext train                                   # ConvNeXt-atto on the built-in digits
+    convnext train --data ~/pets --model convnext_tiny --pretrained --recipe finetune
+    torchrun --nproc_per_node=8 -m convnext.cli train --data /imagenet --recipe in1k --model convnext_tiny
+
+A task (`training/tasks/`) supplies the data, the model, the loss, the validation score and its
+outputs; the loop owns the steps, gradient accumulation, checkpoints and bit-identical resume,
+SIGINT/SIGTERM, DDP, EMA, autocast and the process-wide switches (`runtime.process`).
+"""
+import contextlib
+import json
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..runtime.autotune import tuner
+from ..runtime.precision import amp_dtype
+from ..runtime.process import process_settings
+from . import distributed, reporting, run_state
+from .data import EpochSampler
+from .optim import lr_schedule
+from .recipes import Recipe
+from .starting_weights import load_starting_weights
+from .tasks import TASKS
+from .tasks.base import Task, TrainingError
+
+CONFIG_FILE = "config.json"
+# Attributes that describe the trained network (class names, preprocessing, its registry name): an EMA
+# copy that ships instead of the model carries them too.
+DESCRIPTIONS = ("class_names", "data_config", "model_name", "model_overrides")
+
+
+class Interrupted(Exception):
+    """Stopped by SIGINT/SIGTERM after saving; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run besides the recipe; saved in config.json so --resume needs nothing else."""
+    data: str = "digits"
+    output_dir: str | None = None
+    seed: int = 0
+    workers: int = 0
+    device: str | None = None
+    amp: str | None = None  # "bf16" or "fp16" autocast where the device has the hardware; None: float32
+    channels_last: bool = False
+    compile: bool = False
+    grad_checkpointing: bool = False
+    deterministic: bool = False
+    save_every: int | None = None  # also checkpoint every N optimizer steps
+    keep_checkpoints: int = 2
+    val_split: float | None = None
+    on_bad_image: str = "error"
+    weights: str | None = None  # start from a checkpoint in any format
+    pretrained: str | None = None  # start from published weights ("default" or a tag)
+    subset: int | None = None  # use at most this many train and val images (quick runs)
+    max_steps: int | None = None  # stop this invocation after N optimizer steps in all (not kept on resume)
+    task: str = "classify"  # which task (and command) the run is
+    recipe: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGINT/SIGTERM into a list the loop checks between steps (installed before any set-up,
+    so a signal during start-up is not lost either); the previous handlers come back afterwards."""
+    seen: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class Loop:
+    """One run of one task: built from the recipe, then `fit`, then `finish`."""
+
+    def __init__(self, task: Task, run: RunConfig, run_dir: Path, context: distributed.Context):
+        recipe = task.recipe
+        self.task, self.recipe, self.run, self.run_dir, self.ctx = task, recipe, run, run_dir, context
+        torch.manual_seed(run.seed)
+        self.data = task.data = task.build_data()
+        network = task.start_network()
+        load_starting_weights(network, run, recipe.model)
+        self.model = task.build_model(network).to(context.device)
+        task.check_input_size(self.model, self.data.input_size)
+        if run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if run.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+
+        self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
+        self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
+        self.sampler = EpochSampler(len(self.data.train), True, run.seed, context.rank, context.world_size)
+        self.loader = DataLoader(self.data.train, recipe.batch_size, sampler=self.sampler, drop_last=True,
+                                 num_workers=run.workers, generator=torch.Generator().manual_seed(run.seed),
+                                 collate_fn=task.collate)
+        val_sampler = EpochSampler(len(self.data.val), False, run.seed, context.rank, context.world_size)
+        self.val_loader = DataLoader(self.data.val, task.val_batch_size(), sampler=val_sampler,
+                                     num_workers=run.workers, collate_fn=task.collate)
+        self.steps_per_epoch = len(self.loader) // recipe.accum_steps
+        if self.steps_per_epoch == 0:
+            raise TrainingError(f"{len(self.data.train)} training images are fewer than one effective batch "
+                                f"({self.effective_batch}); lower --batch-size")
+        self.optimizer = task.optimizer(self.model, self.lr)
+        self.scheduler = lr_schedule(self.optimizer, self.steps_per_epoch * recipe.epochs,
+                                     round(recipe.warmup_epochs * self.steps_per_epoch), recipe.min_lr / self.lr,
+                                     recipe.schedule)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+                    if recipe.ema_decay else None)
+        self.autocast = task.autocast = amp_dtype(run.amp, context.device)  # None, said, without the hardware
+        self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
+        self.network = task.distribute(self.model) if context.distributed else self.model
+        if run.compile:
+            self.network = torch.compile(self.network)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_score = float("-inf")  # the task's validation score (higher is better) of the best epoch
+        self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
+        self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
+        self.kernels_seen = tuner.version  # kernel choices measured before the last agreement among ranks
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None, "rng": run_state.rng_state(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "best_score": self.best_score, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "kernels": tuner.state_dict(),  # a resumed run computes with the same kernels: bit-identical
+        }
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
+        run_state.set_rng_state(state["rng"])
+        tuner.load_state_dict(state.get("kernels", {}))
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best_score = state.get("best_score", state.get("best_top1"))  # the key's name before 0.3
+        self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]
+
+    def save(self, best: bool = False) -> None:
+        if self.ctx.is_main:
+            run_state.save(self.state(), self.run_dir, self.global_step, self.run.keep_checkpoints, best)
+
+    # --- the loop --------------------------------------------------------------------------------
+    def loss(self, inputs, targets) -> torch.Tensor:
+        with torch.autocast(self.ctx.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return self.task.loss(self.network, inputs, targets)
+
+    def agree_on_kernels(self, stop: bool = False) -> bool:
+        """Under DDP: whether any rank was asked to stop and, once any rank has measured new kernel
+        choices, every rank takes rank 0's, so that all ranks run the same kernels (one all-reduce)."""
+        new_kernels = tuner.version != self.kernels_seen
+        stop, new_kernels = distributed.any_of([stop, new_kernels], self.ctx)
+        if new_kernels and self.ctx.distributed:
+            tuner.agree()
+        self.kernels_seen = tuner.version
+        return stop
+
+    def train_epoch(self, stop: list[int], progress: bool) -> float:
+        recipe, accum = self.recipe, self.recipe.accum_steps
+        self.network.train()
+        self.data.train.epoch = self.epoch
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * accum * recipe.batch_size)
+        batches = iter(self.loader)
+        if self.step_in_epoch == 0:
+            self.loss_sum, self.loss_count = 0.0, 0  # kept in checkpoints: a resumed epoch reports the same mean
+        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not progress, leave=False,
+                   desc=f"epoch {self.epoch + 1}/{recipe.epochs}", unit="step", mininterval=1.0)
+        while self.step_in_epoch < self.steps_per_epoch:
+            for micro in range(accum):
+                inputs, targets = self.task.prepare(next(batches))
+                sync = micro == accum - 1 or not self.ctx.distributed
+                with self.network.no_sync() if not sync else contextlib.nullcontext():
+                    loss = self.loss(inputs, targets)
+                    self.scaler.scale(loss / accum).backward()
+                if distributed.any_of([not torch.isfinite(loss).item()], self.ctx)[0]:
+                    raise TrainingError(f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}); "
+                                        f"stopped, keeping the last good checkpoint in {self.run_dir}")
+                self.loss_sum, self.loss_count = self.loss_sum + loss.item(), self.loss_count + 1
+            if recipe.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            if self.ema:
+                self.ema.update_parameters(self.model)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if self.run.save_every and self.global_step % self.run.save_every == 0:
+                self.save()
+            if self.agree_on_kernels(bool(stop)) or self.global_step == self.run.max_steps:
+                break
+        bar.close()
+        return self.loss_sum / max(1, self.loss_count)
+
+    def validate(self) -> tuple[dict, dict | None]:
+        metrics = self.task.validate(self.model, self.val_loader, self.autocast)
+        ema_metrics = self.task.validate(self.ema.module, self.val_loader, self.autocast) if self.ema else None
+        self.agree_on_kernels()  # validation's shapes too
+        return metrics, ema_metrics
+
+    def fit(self, log, say, stop: list[int]) -> dict:
+        start = time.time()
+        while self.epoch < self.recipe.epochs:
+            epoch_start = time.time()
+            train_loss = self.train_epoch(stop, progress=self.ctx.is_main)
+            if stop or (self.step_in_epoch < self.steps_per_epoch):  # interrupted, or max_steps mid-epoch
+                self.save()
+                self.last_metrics = None
+                if stop:
+                    name = signal.Signals(stop[0]).name
+                    raise Interrupted(f"stopped by {name} at epoch {self.epoch + 1}, step {self.global_step}; "
+                                      f"checkpoint saved. Resume with: {self.task.command} --resume {self.run_dir}",
+                                      stop[0])
+                break
+            metrics, ema_metrics = self.last_metrics = self.validate()
+            chosen = ema_metrics if ema_metrics and self.task.score(ema_metrics) > self.task.score(metrics) else metrics
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            best = self.task.score(chosen) > self.best_score
+            self.best_score = max(self.best_score, self.task.score(chosen))
+            row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
+                   "train_loss": train_loss, **self.task.row(chosen), "epoch_s": time.time() - epoch_start}
+            if self.ctx.is_main:
+                log.epoch(row)
+                ema_note = f"  (EMA {self.task.describe(ema_metrics)})" if ema_metrics else ""
+                say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
+                    f"{self.task.describe(chosen)}{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+                self.task.after_epoch(self.model, self.run_dir)
+            self.save(best=best)
+            if self.global_step == self.run.max_steps:
+                break
+        return {"wall_s": time.time() - start}
+
+    def final_model(self) -> tuple[torch.nn.Module, dict, str]:
+        """The weights to ship: the EMA when it validates better, else the model."""
+        metrics, ema_metrics = self.last_metrics or self.validate()
+        if ema_metrics and self.task.score(ema_metrics) > self.task.score(metrics):
+            ema = self.ema.module
+            for name in DESCRIPTIONS:
+                if hasattr(self.model, name):
+                    setattr(ema, name, getattr(self.model, name))
+            return ema, ema_metrics, "ema"
+        return self.model, metrics, "model"
+
+    def finish(self, wall_s: float) -> dict:
+        """Write what the run leaves (the task's weights and pictures) and return the summary."""
+        model, metrics, which = self.final_model()
+        summary = {**self.task.summary(metrics), "epochs": self.epoch, "steps": self.global_step, "wall_s": wall_s,
+                   "run_dir": str(self.run_dir), "model": self.recipe.model, "weights_from": which,
+                   "effective_batch": self.effective_batch, "lr": self.lr}
+        if self.ctx.is_main:
+            self.task.save_outputs(model, self.run_dir, metrics)
+        return summary
+
+    def started(self, resumed: bool) -> str:
+        recipe, ctx = self.recipe, self.ctx
+        where = f"resumed at epoch {self.epoch + 1}, step {self.global_step}" if resumed else "started"
+        return (f"{recipe.model}: {where}; {self.task.data_note()}, input {self.data.input_size}px, "
+                f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {self.lr:.3g} for effective batch "
+                f"{self.effective_batch} ({recipe.batch_size} x {ctx.world_size} process(es) x "
+                f"{recipe.accum_steps} accumulation); run dir {self.run_dir}")
+
+
+def train(task_class: type[Task], recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
+    """Train one run of a task; returns the summary (the task's scores, epochs, wall_s, run_dir, ...)."""
+    context = distributed.setup(run.device)
+    with contextlib.ExitStack() as cleanup:
+        stop = cleanup.enter_context(stop_requests())
+        cleanup.callback(distributed.teardown)
+        cleanup.enter_context(process_settings(deterministic=run.deterministic))
+        return _train(task_class, recipe, run, say, resume_dir, context, stop)
+
+
+def _train(task_class: type[Task], recipe: Recipe, run: RunConfig, say, resume_dir: Path | None,
+           context: distributed.Context, stop: list[int]) -> dict:
+    run_dir = resume_dir or Path(run.output_dir or f"runs/{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if context.distributed and resume_dir is None and run.output_dir is None:
+        raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
+    run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir),
+                       "task": task_class.name})
+    loop = Loop(task_class(recipe, run, context), run, run_dir, context)
+    state = run_state.load_latest(run_dir) if resume_dir else None
+    if state:
+        loop.restore(state)
+    log = None
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
+        log = reporting.RunLog(run_dir, task_class.columns)
+        log.truncate(loop.epoch)
+        say(loop.started(resumed=state is not None))
+        if loop.data.skipped:
+            say(f"skipped {len(loop.data.skipped)} unreadable image(s), e.g. {loop.data.skipped[0]}")
+    timing = loop.fit(log, say, stop)
+    summary = loop.finish(timing["wall_s"])
+    if context.is_main:
+        if (run_dir / reporting.METRICS_FILE).exists():
+            reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.close()
+    return summary
+
+
+def resume(task_class: type[Task], run_dir: str | Path, say=print, max_steps: int | None = None) -> dict:
+    """Continue a run from its newest checkpoint, with the config it was started with."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise TrainingError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    task = saved.get("task", "classify")
+    if task != task_class.name:
+        command = TASKS[task].command if task in TASKS else task
+        raise TrainingError(f"{run_dir} is a {command} run: resume it with {command} --resume {run_dir}")
+    recipe = task_class.recipe_class.from_saved(saved.pop("recipe"))
+    saved["max_steps"] = max_steps
+    return train(task_class, recipe, RunConfig(**saved), say=say, resume_dir=run_dir)

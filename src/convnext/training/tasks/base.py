@@ -1,0 +1,101 @@
+"""What a task plugs into the training loop (`training/loop.py`): its data, its model around the network
+that starting weights load into, its loss, its validation score, and the files its run leaves.
+
+Everything else (the steps, checkpoints and resume, signals, DDP, EMA, autocast, metrics.csv and the
+curves) is the loop's, written once for every task.
+"""
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import DataBundle
+from ..distributed import Context
+from ..optim import build_optimizer
+from ..recipes import Recipe
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+
+class Task:
+    name = "task"  # saved in config.json: which task a run is, so that its own command resumes it
+    command = "convnext train"  # the command that trains (and resumes) it
+    recipe_class: type[Recipe] = Recipe
+    columns: list[str] = []  # metrics.csv
+    collate = None  # the DataLoader's default: stacked tensors
+
+    def __init__(self, recipe: Recipe, run, context: Context):
+        self.recipe, self.run, self.ctx = recipe, run, context
+        self.data: DataBundle | None = None
+        self.autocast: torch.dtype | None = None  # the run's autocast dtype, set by the loop
+
+    # --- data and model ------------------------------------------------------------------------
+    def build_data(self) -> DataBundle:
+        raise NotImplementedError
+
+    def start_network(self) -> nn.Module:
+        """The network `--weights`/`--pretrained` load into (a classifier: its head is reset)."""
+        raise NotImplementedError
+
+    def build_model(self, network: nn.Module) -> nn.Module:
+        """The module trained around the network with its starting weights (default: the network)."""
+        return network
+
+    def check_input_size(self, model: nn.Module, size: int) -> None:
+        """Raise TrainingError for an input size this model cannot take."""
+
+    def data_note(self) -> str:
+        return f"{len(self.data.train)} train / {len(self.data.val)} val images, {len(self.data.class_names)} classes"
+
+    def val_batch_size(self) -> int:
+        return self.recipe.batch_size
+
+    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        recipe = self.recipe
+        return build_optimizer(model, lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2)
+
+    def distribute(self, model: nn.Module) -> nn.Module:
+        return DistributedDataParallel(model)
+
+    # --- a step ---------------------------------------------------------------------------------
+    def prepare(self, batch) -> tuple:
+        """A loader batch -> (inputs, targets) on the device, as `loss` takes them."""
+        inputs, targets = batch
+        inputs, targets = inputs.to(self.ctx.device), targets.to(self.ctx.device)
+        if self.run.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets
+
+    def loss(self, network: nn.Module, inputs, targets) -> torch.Tensor:
+        """The training loss (the loop runs this under autocast)."""
+        raise NotImplementedError
+
+    # --- validation and what the run leaves --------------------------------------------------------
+    def validate(self, model: nn.Module, loader, autocast: torch.dtype | None) -> dict:
+        raise NotImplementedError
+
+    def score(self, metrics: dict) -> float:
+        """Higher is better: picks the best checkpoint (and the EMA over the model)."""
+        raise NotImplementedError
+
+    def row(self, metrics: dict) -> dict:
+        """The task's columns of metrics.csv."""
+        raise NotImplementedError
+
+    def describe(self, metrics: dict) -> str:
+        """The task's part of each epoch's line."""
+        raise NotImplementedError
+
+    def summary(self, metrics: dict) -> dict:
+        """The task's scores in summary.json."""
+        raise NotImplementedError
+
+    def after_epoch(self, model: nn.Module, run_dir: Path) -> None:
+        """Per-epoch pictures beyond the curves (on the main process)."""
+
+    def save_outputs(self, model: nn.Module, run_dir: Path, metrics: dict) -> None:
+        """The weights and pictures the finished run leaves (on the main process)."""
+        raise NotImplementedError
