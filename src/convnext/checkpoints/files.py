@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..runtime.atomic import atomic_dir, atomic_file
+from .hf_hub import is_hub_name, snapshot
 from .convert import CheckpointError, StateDict, rules_for, to_format
 from .peer_configs import (hf_config, hf_preprocessor_config, layout_of, timm_architecture, timm_config,
                            timm_uses_conv_mlp)
@@ -130,9 +131,10 @@ def _read_pickle(path: Path) -> StateDict:
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
     """Tensors and config from any weights file or folder (ours, official, timm, torchvision, HF, a run).
 
-    The config is ours (from the safetensors header) or an HF `config.json`, else empty.
+    The config is ours (from the safetensors header) or an HF `config.json`, else empty. `path` may be
+    a Hub name, `hf-hub:ORG/REPO[@REVISION]`, read through the Hub cache.
     """
-    path = Path(path)
+    path = snapshot(path) if is_hub_name(path) else Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     config: dict = {}

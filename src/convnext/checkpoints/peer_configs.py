@@ -4,7 +4,7 @@
 from torch import nn
 
 from .convert import StateDict, architecture
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .preprocessing import PIL_RESAMPLE, data_config
 
 
 def timm_uses_conv_mlp(model_name: str | None) -> bool:
@@ -57,9 +57,8 @@ def timm_architecture(model: nn.Module) -> tuple[str, dict]:
 
 
 def _data_config(model: nn.Module) -> dict:
-    data = getattr(model, "data_config", None) or {}
-    return {"mean": list(data.get("mean", IMAGENET_MEAN)), "std": list(data.get("std", IMAGENET_STD)),
-            "input_size": data.get("input_size") or 224, "crop_pct": data.get("crop_pct", 0.875)}
+    data = data_config(model)
+    return {**data, "mean": list(data["mean"]), "std": list(data["std"])}
 
 
 def _labels(model: nn.Module, class_names: list[str] | None) -> list[str]:
@@ -95,7 +94,8 @@ def hf_preprocessor_config(model: nn.Module) -> dict:
     """
     data = _data_config(model)
     return {"image_processor_type": "ConvNextImageProcessor", "do_resize": True,
-            "size": {"shortest_edge": data["input_size"]}, "crop_pct": data["crop_pct"], "resample": 3,
+            "size": {"shortest_edge": data["input_size"]}, "crop_pct": data["crop_pct"],
+            "resample": next((n for n, name in PIL_RESAMPLE.items() if name == data["interpolation"]), 3),
             "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
             "image_mean": data["mean"], "image_std": data["std"]}
 
@@ -112,8 +112,8 @@ def timm_config(model: nn.Module, class_names: list[str] | None) -> dict:
         "architecture": architecture_name, "num_classes": model.num_classes, "num_features": model.num_features,
         "model_args": model_args, **({"label_names": list(names)} if names else {}),
         "pretrained_cfg": {
-            "input_size": [model.in_chans, size, size], "interpolation": "bicubic", "crop_pct": data["crop_pct"],
-            "crop_mode": "center", "mean": data["mean"], "std": data["std"], "num_classes": model.num_classes,
+            "input_size": [model.in_chans, size, size], "interpolation": data["interpolation"],
+            "crop_pct": data["crop_pct"], "crop_mode": data["crop_mode"], "mean": data["mean"], "std": data["std"], "num_classes": model.num_classes,
             "first_conv": first_conv, "classifier": classifier, "fixed_input_size": False,
         },
     }

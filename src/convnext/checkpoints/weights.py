@@ -6,6 +6,7 @@
 """
 import contextlib
 import logging
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +24,7 @@ from .convert import (
 )
 from .files import read_checkpoint, write_model_files
 from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from .preprocessing import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, PIL_RESAMPLE
 
 log = logging.getLogger("convnext")
 HEAD_KEYS = ("head.weight", "head.bias")
@@ -87,6 +88,26 @@ def model_name_of(path: str | Path) -> str:
         return infer_model_name(state, detect_format(state))
 
 
+def adapt_input_channels(model: nn.Module, state: StateDict, fmt: str) -> StateDict:
+    """The checkpoint with its stem fitted to the model's input channels, as timm adapts a first conv
+    (`timm.models._manipulate.adapt_input_conv`): from RGB to 1 channel the three filters are summed
+    (a grey image is R = G = B), to N channels they are repeated and scaled by 3/N. Said in one line;
+    anything else stays strict (the converter names the mismatch)."""
+    want = getattr(model, "in_chans", None)
+    arch = _source_arch(state, fmt)
+    key = _their_key(fmt, arch, "stem.weight" if arch == "isotropic" else "downsample_layers.0.0.weight")
+    stem = state.get(key)
+    if want is None or stem is None or stem.ndim != 4 or stem.shape[1] == want or stem.shape[1] != 3:
+        return state
+    if want == 1:
+        adapted, how = stem.sum(dim=1, keepdim=True), "its RGB filters summed"
+    else:
+        adapted = stem.repeat(1, math.ceil(want / 3), 1, 1)[:, :want] * (3 / want)
+        how = f"its RGB filters repeated and scaled by 3/{want}"
+    log.warning("input channels: the checkpoint's stem takes 3, the model %d: %s (as timm adapts them)", want, how)
+    return {**state, key: adapted.to(stem.dtype)}
+
+
 def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head: bool = False) -> list[str]:
     """Load a checkpoint's tensors into `model` strictly; with `reset_head`, keep the model's own head.
 
@@ -95,6 +116,7 @@ def load_state(model: nn.Module, state: StateDict, fmt: str = "auto", reset_head
     that were reset rather than loaded.
     """
     fmt = detect_format(state) if fmt == "auto" else fmt
+    state = adapt_input_channels(model, state, fmt)
     skip = HEAD_KEYS if reset_head else ()
     if fmt == "official" and is_encoder_only(state):
         skip = ENCODER_ONLY_FRESH
@@ -164,12 +186,20 @@ def _config_data(config: dict) -> dict | None:
     try:
         if isinstance(config.get("pretrained_cfg"), dict):
             cfg = config["pretrained_cfg"]
+            interpolation = cfg.get("interpolation", "bicubic")
             return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "input_size": int(cfg["input_size"][-1]),
-                    "crop_pct": float(cfg.get("crop_pct", 0.875))}
+                    "crop_pct": float(cfg.get("crop_pct") or 0.875),
+                    "interpolation": interpolation if interpolation in INTERPOLATIONS else "bicubic",
+                    "crop_mode": cfg.get("crop_mode") if cfg.get("crop_mode") in CROP_MODES else "center"}
         if isinstance(config.get("image_processor"), dict):
+            # transformers' ConvNextImageProcessor: below 384 the short side goes to size / crop_pct and the
+            # centre is cropped; from 384 up the image is resized to size x size, nothing cropped.
             cfg = config["image_processor"]
-            return {"mean": tuple(cfg["image_mean"]), "std": tuple(cfg["image_std"]),
-                    "input_size": int(cfg["size"]["shortest_edge"]), "crop_pct": float(cfg.get("crop_pct", 0.875))}
+            size = int(cfg["size"]["shortest_edge"])
+            crop_pct, crop_mode = (float(cfg.get("crop_pct") or 0.875), "center") if size < 384 else (1.0, "squash")
+            return {"mean": tuple(cfg["image_mean"]), "std": tuple(cfg["image_std"]), "input_size": size,
+                    "crop_pct": crop_pct, "crop_mode": crop_mode,
+                    "interpolation": PIL_RESAMPLE.get(cfg.get("resample", 3), "bicubic")}
     except (KeyError, TypeError, ValueError, IndexError):
         pass  # a config without a usable transform: the model keeps the ImageNet defaults
     return None
@@ -201,6 +231,7 @@ def model_config(model: nn.Module, class_names: list[str] | None = None) -> dict
         "class_names": class_names or getattr(model, "class_names", None),
         "mean": list(data.get("mean", IMAGENET_MEAN)), "std": list(data.get("std", IMAGENET_STD)),
         "input_size": data.get("input_size", 224), "crop_pct": data.get("crop_pct", 0.875),
+        "interpolation": data.get("interpolation", "bicubic"), "crop_mode": data.get("crop_mode", "center"),
     }
 
 
@@ -227,5 +258,7 @@ def _from_our_config(path: str | Path, state: StateDict, config: dict, **overrid
         reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
         model.class_names = None if reset else config.get("class_names")
         model.data_config = {"mean": tuple(config["mean"]), "std": tuple(config["std"]),
-                             "input_size": config["input_size"], "crop_pct": config.get("crop_pct", 0.875)}
+                             "input_size": config["input_size"], "crop_pct": config.get("crop_pct", 0.875),
+                             "interpolation": config.get("interpolation", "bicubic"),
+                             "crop_mode": config.get("crop_mode", "center")}
     return model

@@ -19,12 +19,15 @@ from ..training.evaluation import evaluate
 from ..runtime.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
 from .common import add_amp_argument, add_model_arguments, load_model
+from .train import add_source_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_amp_argument(parser)
-    parser.add_argument("--data", default="digits", help='"digits" (its test split) or an ImageFolder path')
+    parser.add_argument("--data", default="digits", help='"digits" (its test split), an ImageFolder path, '
+                        "hf:NAME[:SPLIT] (a datasets data set) or WebDataset shards DIR/x-{0..9}.tar")
+    add_source_arguments(parser)
     parser.add_argument("--batch-size", type=COUNT.parse, default=64)
     parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--input-size", type=INPUT_SIZE.parse, help="default: the size the weights were trained at")
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     if args.input_size and args.input_size < model.min_input_size:
         raise ValueError(f"--input-size must be ≥ {model.min_input_size} for this model, got {args.input_size}")
-    data = build_eval_data(args.data, model, args.input_size, args.crop_pct)
+    data = build_eval_data(args.data, model, args.input_size, args.crop_pct, (args.image_column, args.label_column))
     loader = DataLoader(data.dataset, args.batch_size, num_workers=args.workers)
     metrics = evaluate(model, loader, model.num_classes, context=_context(args.device),
                        autocast_dtype=amp_dtype(args.amp, args.device))

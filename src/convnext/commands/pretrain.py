@@ -22,6 +22,7 @@ from . import train as train_command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     train_command.add_training_arguments(parser, PRETRAIN_RECIPES, default="fcmae_small")
+    train_command.add_source_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

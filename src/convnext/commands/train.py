@@ -47,6 +47,7 @@ def _field_type(f):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, RECIPES, default="small")
+    add_source_arguments(parser)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, Recipe], default: str) -> None:
@@ -54,7 +55,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, R
     shown = [default, next(name for name in recipes if name != default)]  # presets quoted in each field's help
     recipe_class = type(recipes[default])
     parser.add_argument("--recipe", choices=list(recipes), default=default, help=f"preset (default: {default})")
-    parser.add_argument("--data", default="digits", help='"digits" (built-in) or an ImageFolder path')
+    parser.add_argument("--data", default="digits", help='"digits" (built-in), an ImageFolder path, hf:NAME[:SPLIT] '
+                        "(a datasets data set: Hub name or save_to_disk folder) or WebDataset shards DIR/x-{0..9}.tar")
     parser.add_argument("--output-dir", help="run directory (default: runs/<model>-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run with its saved config")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0)
@@ -96,13 +98,20 @@ def recipe_from(args: argparse.Namespace, recipes: dict[str, Recipe]) -> Recipe:
         raise ValueError(_as_flags(str(error), type(recipes[args.recipe]))) from None
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to read a `datasets` data set (--data hf:NAME[:SPLIT]) when its columns are not found alone."""
+    parser.add_argument("--image-column", help="--data hf:...: the image column (default: the first Image feature)")
+    parser.add_argument("--label-column", help="--data hf:...: the label column (default: the first ClassLabel)")
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
                      device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                      grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
                      save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
                      val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
-                     pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps)
+                     pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps,
+                     image_column=getattr(args, "image_column", None), label_column=getattr(args, "label_column", None))
 
 
 def train_or_resume(args: argparse.Namespace, task: type[Task], recipe: Recipe | None, say) -> dict:

@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from ..runtime.atomic import atomic_file
-from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from ..checkpoints.preprocessing import data_config
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4
 
 
 def _example(model: nn.Module, batch: int, size: int | None = None) -> torch.Tensor:
-    size = size or (getattr(model, "data_config", None) or {}).get("input_size", 224)
+    size = size or data_config(model)["input_size"]
     return torch.randn(batch, model.in_chans, size, size)
 
 
@@ -66,11 +66,12 @@ def check(model: nn.Module, path: Path, fmt: str, dynamic_batch: bool) -> list[t
 
 
 def sidecar(model: nn.Module) -> dict:
-    data = getattr(model, "data_config", None) or {}
+    """What a runtime needs beside the exported graph: the classes and the preprocessing of the weights."""
+    data = data_config(model)
     return {"model": getattr(model, "model_name", None), "in_chans": model.in_chans,
             "num_classes": model.num_classes, "class_names": getattr(model, "class_names", None),
-            "input_size": data.get("input_size", 224), "mean": list(data.get("mean", IMAGENET_MEAN)),
-            "std": list(data.get("std", IMAGENET_STD)), "crop_pct": data.get("crop_pct", 0.875)}
+            "input_size": data["input_size"], "mean": list(data["mean"]), "std": list(data["std"]),
+            "crop_pct": data["crop_pct"], "interpolation": data["interpolation"], "crop_mode": data["crop_mode"]}
 
 
 def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False) -> list[tuple[int, float]]:
@@ -104,7 +105,8 @@ class OnnxPredictor:
         meta = json.loads(meta_path.read_text())
         self.run = load_runner(path, "onnx")
         self.in_chans, self.class_names = meta["in_chans"], meta["class_names"]
-        self.transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta["crop_pct"])
+        self.transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta["crop_pct"],
+                                        meta.get("interpolation", "bicubic"), meta.get("crop_mode", "center"))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self.run(batch.contiguous()).float().softmax(dim=1)

@@ -10,7 +10,7 @@ command-line one for the same file.
 import torch
 from torch import nn
 
-from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..checkpoints.preprocessing import data_config, model_transform
 from ..runtime.precision import amp_dtype
 from .gradcam import Cams, grad_cam
 
@@ -27,12 +27,12 @@ class Predictor:
         self.model = model.to(device).eval()
         self.device = device
         self.autocast = amp_dtype(amp, device)
-        config = getattr(model, "data_config", None) or {}
+        config = data_config(model)  # the preprocessing the weights came with
         self.in_chans, self.class_names = model.in_chans, getattr(model, "class_names", None)
         self.num_classes = model.num_classes
-        self.input_size, self.crop_pct = config.get("input_size", 224), config.get("crop_pct", 0.875)
-        self.mean, self.std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
-        self.transform = eval_transform(self.input_size, self.mean, self.std, self.crop_pct)
+        self.input_size, self.crop_pct = config["input_size"], config["crop_pct"]
+        self.mean, self.std = config["mean"], config["std"]
+        self.transform = model_transform(model)
 
     @property
     def image_mode(self) -> str:

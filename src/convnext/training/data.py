@@ -15,8 +15,9 @@ from torch.utils.data import Dataset, Sampler
 from torchvision import datasets, tv_tensors
 from torchvision.transforms import v2
 
-from ..checkpoints.preprocessing import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..checkpoints.preprocessing import BICUBIC, IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_transform
 from .recipes import Recipe
+from .sources import ShardImages, SourceError, hub_data, hub_eval_split, is_hub_data, is_shards
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
 
@@ -278,10 +279,38 @@ def _fit_size(dataset: Dataset) -> int:
     return int(min(224, max(32, math.ceil(sides[len(sides) // 2] / 32) * 32)))
 
 
+def _held_out(tree: Dataset, val_split: float | None, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, val): a seeded share (default 10%) of one labelled tree held out for validation."""
+    share = 0.1 if val_split is None else val_split
+    if not 0 < share < 1:
+        raise DataError(f"--val-split must be between 0 and 1, got {share}")
+    order = torch.randperm(len(tree), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = max(1, int(len(tree) * share))
+    return TransformedSubset(tree, order[cut:]), TransformedSubset(tree, order[:cut])
+
+
+def _other_source(data: str, seed: int, val_split: float | None, on_bad_image: str, skipped: list[str],
+                  unlabelled: bool, columns: tuple[str | None, str | None]) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, val, class names) of a `datasets` data set or WebDataset shards."""
+    try:
+        if is_hub_data(data):
+            tree, val = hub_data(data, *columns, on_bad_image, skipped, unlabelled)
+            if val is not None and val_split is None:
+                return tree, val, tree.classes
+        else:
+            tree = ShardImages(data, on_bad_image, skipped, unlabelled)
+    except SourceError as error:
+        raise DataError(str(error)) from None
+    return (*_held_out(tree, val_split, seed), tree.classes)
+
+
 def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None = None,
-               on_bad_image: str = "error", subset: int | None = None, unlabelled: bool = False) -> DataBundle:
-    """`data` is "digits" or a folder with train/ and val/ subfolders (or one tree and `val_split`);
-    with `unlabelled` (pre-training) also a flat folder of images, labels being ignored anyway.
+               on_bad_image: str = "error", subset: int | None = None, unlabelled: bool = False,
+               columns: tuple[str | None, str | None] = (None, None)) -> DataBundle:
+    """`data` is "digits", a folder with train/ and val/ subfolders (or one tree and `val_split`), a
+    `datasets` data set (`hf:NAME[:SPLIT]`, image and label `columns` found or named) or WebDataset
+    shards (`DIR/train-{000..009}.tar`); with `unlabelled` (pre-training) also a flat folder of images,
+    labels being ignored anyway.
 
     `subset` keeps a seeded random sample of at most that many train and val images (quick runs).
     """
@@ -289,6 +318,9 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
     if data == "digits":
         train, val, names = _digits(seed)
         in_chans, mean, std = 1, (0.5,), (0.5,)
+    elif is_hub_data(data) or is_shards(data):
+        train, val, names = _other_source(data, seed, val_split, on_bad_image, skipped, unlabelled, columns)
+        in_chans, mean, std = 3, IMAGENET_MEAN, IMAGENET_STD
     else:
         root = Path(data)
         if not root.is_dir():
@@ -308,12 +340,7 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
                 tree = FlatImages(root, _image_checker(on_bad_image, skipped))
             else:
                 tree = _image_folder(root, on_bad_image, skipped)
-            share = 0.1 if val_split is None else val_split
-            if not 0 < share < 1:
-                raise DataError(f"--val-split must be between 0 and 1, got {share}")
-            order = torch.randperm(len(tree), generator=torch.Generator().manual_seed(seed)).tolist()
-            cut = max(1, int(len(tree) * share))
-            val, train, names = TransformedSubset(tree, order[:cut]), TransformedSubset(tree, order[cut:]), tree.classes
+            (train, val), names = _held_out(tree, val_split, seed), tree.classes
         if len(train) == 0 or len(val) == 0:
             raise DataError(f"{root}: empty dataset (train {len(train)}, val {len(val)} images)")
     if subset:
@@ -335,21 +362,27 @@ class EvalData:
     class_names: list[str]
 
 
-def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: float | None = None) -> EvalData:
-    """The evaluation images for `model`: digits' test split, a folder's val/ subfolder, or a whole tree.
+def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: float | None = None,
+                    columns: tuple[str | None, str | None] = (None, None)) -> EvalData:
+    """The evaluation images for `model`: digits' test split, a folder's val/ subfolder, or a whole tree,
+    a `datasets` split (`hf:NAME[:SPLIT]`: SPLIT, else validation, else test) or WebDataset shards.
 
     Classes are matched to the model's by name when it knows its class names.
     """
-    config = getattr(model, "data_config", None) or {}
-    size = input_size or config.get("input_size") or 224
-    mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+    saved_crop = (getattr(model, "data_config", None) or {}).get("crop_pct")
     if data == "digits":
         _, dataset, names = _digits(0)
-        channels, crop = 1, crop_pct or config.get("crop_pct", 1.0)
+        channels, crop = 1, crop_pct or saved_crop or 1.0  # 8x8 scans: nothing to crop away
+    elif is_hub_data(data) or is_shards(data):
+        try:
+            dataset = hub_eval_split(data, *columns) if is_hub_data(data) else ShardImages(data, "error", [])
+        except SourceError as error:
+            raise DataError(str(error)) from None
+        names, channels, crop = dataset.classes, 3 if model.in_chans != 1 else 1, crop_pct or saved_crop
     else:
         root = Path(data)
         dataset = _image_folder(root / "val" if (root / "val").is_dir() else root, "error", [])
-        names, channels, crop = dataset.classes, 3, crop_pct or config.get("crop_pct", 0.875)
+        names, channels, crop = dataset.classes, 3, crop_pct or saved_crop
         if model.in_chans == 1:
             channels = 1
     if channels != model.in_chans:
@@ -365,7 +398,7 @@ def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: f
         raise DataError(f"{data} has {len(names)} classes; the model has {model.num_classes}")
     else:
         label_map = None
-    steps = [eval_transform(size, mean, std, crop)]
+    steps = [model_transform(model, input_size=input_size, crop_pct=crop)]
     if channels == 1 and data != "digits":
         steps.insert(0, v2.Grayscale(1))
     transform = v2.Compose(steps) if len(steps) > 1 else steps[0]

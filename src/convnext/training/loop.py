@@ -66,6 +66,8 @@ class RunConfig:
     weights: str | None = None  # start from a checkpoint in any format
     pretrained: str | None = None  # start from published weights ("default" or a tag)
     subset: int | None = None  # use at most this many train and val images (quick runs)
+    image_column: str | None = None  # a `datasets` data set's image and label columns (None: found)
+    label_column: str | None = None
     max_steps: int | None = None  # stop this invocation after N optimizer steps in all (not kept on resume)
     task: str = "classify"  # which task (and command) the run is
     recipe: dict = field(default_factory=dict)

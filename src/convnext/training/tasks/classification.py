@@ -32,7 +32,8 @@ class Classification(Task):
 
     def build_data(self) -> DataBundle:
         run = self.run
-        data = build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset)
+        data = build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
+                          columns=(run.image_column, run.label_column))
         self.mixer = mixer(self.recipe, len(data.class_names))
         return data
 

@@ -29,7 +29,7 @@ class Pretraining(Task):
     def build_data(self) -> DataBundle:
         run = self.run
         return build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
-                          unlabelled=True)
+                          unlabelled=True, columns=(run.image_column, run.label_column))
 
     def start_network(self) -> nn.Module:
         """The encoder (a starting checkpoint's head and final norm are not used)."""
