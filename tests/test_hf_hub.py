@@ -127,6 +127,18 @@ def test_the_preprocessing_travels_with_the_weights_as_timm_applies_it(hub, tmp_
     got = predictor(predictor.transform(decode(image.read_bytes(), "RGB"))[None])
     assert got.argmax() == expected.argmax() and max_abs_diff(got, expected) < 1e-6
     assert tuple(predictor.mean) == CLIP_MEAN and predictor.crop_pct == 0.9 and predictor.input_size == 64
+    # Fine-tuning normalises the data as the weights were trained; exports write it back.
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(4):
+            picture(tmp_path / "pets" / name / f"{i}.png")
+    assert main(["train", "--weights", "hf-hub:timm/convnext_atto.clip_test", "--data", str(tmp_path / "pets"),
+                 "--epochs", "1", "--batch-size", "4", "--input-size", "64", "--output-dir", str(tmp_path / "run")]) == 0
+    tuned = convnext.load_pretrained(tmp_path / "run")
+    assert tuple(tuned.data_config["mean"]) == CLIP_MEAN and tuple(tuned.data_config["std"]) == CLIP_STD
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "timm"), "--to", "timm"]) == 0
+    written = json.loads((tmp_path / "timm" / "config.json").read_text())["pretrained_cfg"]
+    assert tuple(written["mean"]) == CLIP_MEAN and written["interpolation"] == "bicubic"
 
 
 def test_a_missing_repository_offline_is_one_line(hub, capsys):

@@ -181,6 +181,16 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     return model
 
 
+def preprocessing_of(path: str | Path) -> dict:
+    """The evaluation settings a weights file or repository carries (ours, timm's pretrained_cfg,
+    transformers' image processor), without building a model; empty if it carries none."""
+    _, config = read_checkpoint(path)
+    if config.get("format") == "convnext":
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                if k in ("mean", "std", "input_size", "crop_pct", "interpolation", "crop_mode")}
+    return _config_data(config) or {}
+
+
 def _config_data(config: dict) -> dict | None:
     """The evaluation transform saved by timm (`pretrained_cfg`) or transformers (the image processor)."""
     try:

@@ -306,13 +306,14 @@ def _other_source(data: str, seed: int, val_split: float | None, on_bad_image: s
 
 def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None = None,
                on_bad_image: str = "error", subset: int | None = None, unlabelled: bool = False,
-               columns: tuple[str | None, str | None] = (None, None)) -> DataBundle:
+               columns: tuple[str | None, str | None] = (None, None), normalisation: tuple | None = None) -> DataBundle:
     """`data` is "digits", a folder with train/ and val/ subfolders (or one tree and `val_split`), a
     `datasets` data set (`hf:NAME[:SPLIT]`, image and label `columns` found or named) or WebDataset
     shards (`DIR/train-{000..009}.tar`); with `unlabelled` (pre-training) also a flat folder of images,
     labels being ignored anyway.
 
     `subset` keeps a seeded random sample of at most that many train and val images (quick runs).
+    `normalisation` (mean, std) replaces ImageNet's for RGB data: the starting weights' own.
     """
     skipped: list[str] = []
     if data == "digits":
@@ -320,12 +321,12 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
         in_chans, mean, std = 1, (0.5,), (0.5,)
     elif is_hub_data(data) or is_shards(data):
         train, val, names = _other_source(data, seed, val_split, on_bad_image, skipped, unlabelled, columns)
-        in_chans, mean, std = 3, IMAGENET_MEAN, IMAGENET_STD
+        in_chans, (mean, std) = 3, normalisation or (IMAGENET_MEAN, IMAGENET_STD)
     else:
         root = Path(data)
         if not root.is_dir():
             raise DataError(f"{root}: no such data folder")
-        in_chans, mean, std = 3, IMAGENET_MEAN, IMAGENET_STD
+        in_chans, (mean, std) = 3, normalisation or (IMAGENET_MEAN, IMAGENET_STD)
         if (root / "train").is_dir() and val_split is None:
             train = _image_folder(root / "train", on_bad_image, skipped)
             val = _image_folder(root / "val", on_bad_image, skipped)

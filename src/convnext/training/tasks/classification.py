@@ -14,6 +14,7 @@ from .. import reporting
 from ..data import DataBundle, build_data
 from ..evaluation import evaluate
 from ..recipes import ClassifyRecipe
+from ..starting_weights import starting_normalisation
 from .base import Task, TrainingError
 
 
@@ -33,7 +34,8 @@ class Classification(Task):
     def build_data(self) -> DataBundle:
         run = self.run
         data = build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
-                          columns=(run.image_column, run.label_column))
+                          columns=(run.image_column, run.label_column),
+                          normalisation=starting_normalisation(run))
         self.mixer = mixer(self.recipe, len(data.class_names))
         return data
 

@@ -14,6 +14,7 @@ from ...models.registry import create_model
 from .. import distributed, reporting
 from ..data import DataBundle, build_data
 from ..recipes import PretrainRecipe
+from ..starting_weights import starting_normalisation
 from .base import Task, TrainingError
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
@@ -29,7 +30,8 @@ class Pretraining(Task):
     def build_data(self) -> DataBundle:
         run = self.run
         return build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
-                          unlabelled=True, columns=(run.image_column, run.label_column))
+                          unlabelled=True, columns=(run.image_column, run.label_column),
+                          normalisation=starting_normalisation(run))
 
     def start_network(self) -> nn.Module:
         """The encoder (a starting checkpoint's head and final norm are not used)."""
