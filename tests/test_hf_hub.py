@@ -299,6 +299,20 @@ def test_webdataset_shards_train_evaluate_and_name_a_bad_sample(tmp_path, capsys
     assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
 
 
+def test_pretraining_reads_shards_and_datasets_folders_without_their_labels(tmp_path):
+    import datasets
+
+    pattern = write_shards(tmp_path / "shards", per_shard=12, shards=2)
+    assert main(["pretrain", "--data", pattern, "--model", "convnextv2_test", "--epochs", "1", "--max-steps", "1",
+                 "--batch-size", "8", "--input-size", "64", "--output-dir", str(tmp_path / "p1")]) == 0
+    images, _ = coloured(16, seed=5)
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        tmp_path / "unlabelled")
+    assert main(["pretrain", "--data", f"hf:{tmp_path / 'unlabelled'}", "--model", "convnextv2_test", "--epochs", "1",
+                 "--max-steps", "1", "--batch-size", "8", "--input-size", "64", "--output-dir", str(tmp_path / "p2")]) == 0
+    assert (tmp_path / "p1" / "model.safetensors").is_file() and (tmp_path / "p2" / "model.safetensors").is_file()
+
+
 def test_two_processes_over_shards_see_every_sample_once_and_match_one(tmp_path):
     """DDP over shards: 2 processes x batch 9 train as 1 process x batch 18 (float32 tolerance)."""
     pattern = write_shards(tmp_path / "shards", per_shard=20, shards=3)
