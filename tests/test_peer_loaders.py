@@ -60,4 +60,5 @@ def test_exported_folders_carry_the_data_config_back(tmp_path):
         convnext.write_checkpoint(model, tmp_path / fmt, fmt)
         back = convnext.load_weights(None, tmp_path / fmt)
         assert back.class_names == ["a", "b", "c"]
-        assert back.data_config == model.data_config
+        assert {k: back.data_config[k] for k in model.data_config} == model.data_config
+        assert back.data_config["interpolation"] == "bicubic" and back.data_config["crop_mode"] == "center"

@@ -66,10 +66,12 @@ def test_lr_scales_with_effective_batch(tmp_path, capsys):
 
 def test_finetune_from_any_format_and_from_pretrained(tmp_path, capsys, monkeypatch):
     args = ["train", "--recipe", "finetune", "--model", "convnext_test", "--max-steps", "1", "--batch-size", "8"]
-    rgb = convnext.create_model("convnext_test")  # digits are grayscale: a 3-channel stem cannot take them
-    convnext.write_checkpoint(rgb, tmp_path / "rgb.pth", "timm")
-    assert main([*args, "--weights", str(tmp_path / "rgb.pth"), "--output-dir", str(tmp_path / "a")]) == 2
-    assert "stem.0.weight: checkpoint (8, 3, 4, 4) vs model (8, 1, 4, 4)" in capsys.readouterr().err  # timm names
+    # Digits are grayscale: an RGB stem is adapted as timm does (tests/test_hf_hub.py); any other channel
+    # count is not, and the mismatch is named in the checkpoint's own (timm's) names.
+    two = convnext.create_model("convnext_test", in_chans=2)
+    convnext.write_checkpoint(two, tmp_path / "two.pth", "timm")
+    assert main([*args, "--weights", str(tmp_path / "two.pth"), "--output-dir", str(tmp_path / "a")]) == 2
+    assert "stem.0.weight: checkpoint (8, 2, 4, 4) vs model (8, 1, 4, 4)" in capsys.readouterr().err
 
     source = convnext.create_model("convnext_test", in_chans=1)  # a 1000-class model, saved in timm's format
     convnext.write_checkpoint(source, tmp_path / "timm.pth", "timm")
