@@ -111,6 +111,30 @@ def test_transformers_and_our_repositories_load_on_every_command(hub, tmp_path, 
     assert main(["eval", "--weights", "hf-hub:me/atto-ours", "--data", str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.parametrize("v2", [False, True], ids=["convnext", "convnextv2"])
+def test_a_transformers_backbone_repository_is_our_backbone_and_starts_a_classifier(hub, tmp_path, caplog, v2):
+    from transformers import ConvNextBackbone, ConvNextConfig, ConvNextV2Backbone, ConvNextV2Config
+
+    config_class, model_class = (ConvNextV2Config, ConvNextV2Backbone) if v2 else (ConvNextConfig, ConvNextBackbone)
+    peer = model_class(config_class(depths=[2, 2, 6, 2], hidden_sizes=[40, 80, 160, 320], layer_norm_eps=1e-6,
+                                    out_features=["stage2", "stage3", "stage4"])).eval()
+    with torch.no_grad():
+        for p in peer.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # away from the init: GRN and every norm take part
+    peer.save_pretrained(tmp_path / "backbone")
+    hub.put("someone/atto-backbone", tmp_path / "backbone")
+    ours = convnext.create_model("hf-hub:someone/atto-backbone").eval()
+    assert isinstance(ours, convnext.ConvNeXtBackbone) and ours.out_indices == (1, 2, 3)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for mine, theirs in zip(ours(x), peer(x).feature_maps):
+            assert max_abs_diff(mine, theirs) < 1e-5
+    classifier = convnext.load_weights(convnext.create_model("convnextv2_atto" if v2 else "convnext_atto", num_classes=4),
+                                       "hf-hub:someone/atto-backbone")
+    assert torch.equal(classifier.stages[2][5].dwconv.weight, ours.stages[2][5].dwconv.weight)
+    assert any("per-stage norms are not part of a classifier" in r.getMessage() for r in caplog.records)
+
+
 def test_the_preprocessing_travels_with_the_weights_as_timm_applies_it(hub, tmp_path):
     """A CLIP-normalised repository (another mean and std, crop 0.9): our prediction on an image file
     equals timm's resolve_data_config + create_transform path, probabilities and all."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.backbone import ConvNeXtBackbone
 from ..models.detection import fasterrcnn_convnext, maskrcnn_convnext
 from ..models.registry import create_model
 from ..models.upernet import UperNet, upernet_convnext
@@ -43,6 +44,24 @@ def _backbone_name(state: StateDict, fmt: str) -> tuple[str, int]:
         if tuple(d) == tuple(depths) and tuple(c) == tuple(dims):
             return f"{family}_{size}", stem.shape[1]
     raise CheckpointError(f"no ConvNeXt size has depths {depths} and widths {dims}")
+
+
+def is_hf_backbone(state: StateDict) -> bool:
+    """transformers' ConvNextBackbone / ConvNextV2Backbone tensors (AutoBackbone's): stages and per-stage norms."""
+    return any(k.startswith("embeddings.patch_embeddings.") for k in state)
+
+
+def backbone_from_hf(state: StateDict) -> ConvNeXtBackbone:
+    """transformers' ConvNeXt (V2) backbone as our `ConvNeXtBackbone`, strictly: its tensors are the
+    backbone half of the hf-upernet format, without the `backbone.` prefix."""
+    prefixed = {f"backbone.{k}": v for k, v in state.items()}
+    name, in_chans = _backbone_name(prefixed, "hf-upernet")
+    stages = sorted({int(k.split(".")[1].removeprefix("stage")) - 1 for k in state if k.startswith("hidden_states_norms.")})
+    holder = nn.Module()
+    holder.backbone = ConvNeXtBackbone(create_model(name, in_chans=in_chans), out_indices=stages or (0, 1, 2, 3))
+    holder.load_state_dict(from_format(prefixed, holder, "hf-upernet"), strict=True)
+    holder.backbone.model_name = name
+    return holder.backbone
 
 
 def upernet_from_state(state: StateDict, fmt: str = "auto") -> UperNet:

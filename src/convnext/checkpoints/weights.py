@@ -22,6 +22,7 @@ from .convert import (
     rules_for,
     target_key,
 )
+from .dense import backbone_from_hf, is_hf_backbone
 from .files import read_checkpoint, write_model_files
 from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
 from .preprocessing import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, PIL_RESAMPLE
@@ -83,6 +84,9 @@ def model_name_of(path: str | Path) -> str:
     state, config = read_checkpoint(path)
     if config.get("format") == "convnext":
         return config["model"]
+    if is_hf_backbone(state):
+        with _reading(path):
+            return backbone_from_hf(state).model_name
     with _reading(path):
         state = encoder_state(state)
         return infer_model_name(state, detect_format(state))
@@ -160,6 +164,9 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     state, config = read_checkpoint(path)
     if model_or_name is None and format == "auto" and not reset_head and config.get("format") == "convnext":
         return _from_our_config(path, state, config, **overrides)  # the model the file names
+    if is_hf_backbone(state):
+        with _reading(path):
+            return _from_hf_backbone(model_or_name, state)
     state = encoder_state(state)  # FCMAE checkpoints: sparse layouts, a whole autoencoder's encoder
     with _reading(path):
         fmt = detect_format(state) if format == "auto" else format
@@ -213,6 +220,20 @@ def _config_data(config: dict) -> dict | None:
     except (KeyError, TypeError, ValueError, IndexError):
         pass  # a config without a usable transform: the model keeps the ImageNet defaults
     return None
+
+
+def _from_hf_backbone(model: nn.Module | str | None, state: StateDict) -> nn.Module:
+    """transformers' backbone: as our `ConvNeXtBackbone`, or, into a classifier, its stem and stages (the
+    final norm and head start fresh, as from an FCMAE encoder; the per-stage norms have no place there)."""
+    backbone = backbone_from_hf(state)
+    if not isinstance(model, nn.Module):
+        return backbone
+    trunk = {k: v for k, v in backbone.state_dict().items() if not k.startswith("norm")}
+    trunk = adapt_input_channels(model, trunk, "official")
+    model.load_state_dict({**model.state_dict(), **from_format(trunk, model, "official", skip=ENCODER_ONLY_FRESH)})
+    log.warning("backbone checkpoint (transformers' ConvNextBackbone): stem and stages loaded; the final norm and "
+                "the head start fresh; its per-stage norms are not part of a classifier")
+    return model
 
 
 def _config_labels(config: dict, num_classes: int) -> list[str] | None:
