@@ -305,7 +305,8 @@ def test_the_readme_fine_tunes_a_hub_model_on_a_hub_data_set(hub, tmp_path, monk
     assert convnext.load_pretrained(tmp_path / "runs" / "beans").class_names == features["labels"].names
 
 
-def test_webdataset_shards_train_evaluate_and_name_a_bad_sample(tmp_path, capsys):
+def test_webdataset_shards_train_evaluate_and_name_a_bad_sample(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
     pattern = write_shards(tmp_path / "shards", per_shard=20, shards=3)
     run_dir = tmp_path / "run"
     assert main(["train", "--data", pattern, "--model", "convnext_test", "--epochs", "1", "--batch-size", "18",
@@ -313,6 +314,10 @@ def test_webdataset_shards_train_evaluate_and_name_a_bad_sample(tmp_path, capsys
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 3 and convnext.load_pretrained(run_dir).class_names == ["red", "green", "blue"]
     assert main(["eval", "--weights", str(run_dir), "--data", pattern, "--json", "--output-dir", str(tmp_path / "e")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 60
+    # Shards behind a URL (any scheme webdataset's gopen opens; a pipe here) stream once into the cache
+    piped = f"pipe:cat {tmp_path / 'shards'}/train-{{000000..000002}}.tar"
+    assert main(["eval", "--weights", str(run_dir), "--data", piped, "--json", "--output-dir", str(tmp_path / "e2")]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 60
     broken = write_shards(tmp_path / "broken", per_shard=10, shards=2, bad=13)
     assert main(["train", "--data", broken, "--model", "convnext_test", "--epochs", "1"]) == 2

@@ -7,12 +7,17 @@ to exactly one DDP rank and loader worker, and bit-identical resume) is the same
 Shards are indexed once (tar headers: where each sample's members lie) and read by index, as
 webdataset's indexed reader (wids) does, rather than streamed in shard order: that is what lets a
 resumed run and any number of ranks and workers see exactly the samples an uninterrupted run would.
+Shards behind a URL (`https://`, `pipe:aws s3 cp s3://... -`, any scheme webdataset's `gopen` opens)
+are streamed once into the cache (CONVNEXT_CACHE/shards) and read from there.
 
     convnext train --data hf:beans --model convnext_atto --pretrained d2_in1k
     convnext train --data hf:./saved_dataset:train --image-column img --label-column fine_label
     convnext train --data 'shards/train-{000000..000009}.tar'
 """
+import hashlib
 import io
+import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -174,6 +179,33 @@ def hub_eval_split(spec: str, image_column: str | None, label_column: str | None
     return hub_split(split, spec, image_column, label_column, "error", [])
 
 
+def _local_copy(url: str, suffix: str = ".tar") -> Path:
+    """A shard as a local file: the path itself, or a URL's bytes streamed once into the cache."""
+    if not re.match(r"^[a-z][a-z0-9+.-]*:", url) or url.startswith("file:"):
+        return Path(re.sub(r"^file://?", "/", url) if url.startswith("file:") else url)
+    from webdataset.gopen import gopen
+
+    from ..checkpoints.hub import cache_dir
+    from ..runtime.atomic import atomic_file
+
+    destination = cache_dir() / "shards" / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}{suffix}"
+    if not destination.is_file():
+        try:
+            with atomic_file(destination) as tmp, gopen(url, "rb") as stream, open(tmp, "wb") as out:
+                shutil.copyfileobj(stream, out)
+        except Exception as error:  # noqa: BLE001 -- gopen raises per scheme (HTTP, a failed pipe, ...)
+            raise SourceError(f"{url}: cannot read the shard ({error})") from None
+    return destination
+
+
+def _class_file(url: str) -> Path | None:
+    """classes.txt beside the first shard: the shard's name replaced in its path or URL."""
+    try:
+        return _local_copy(re.sub(r"[^/\s]+\.tar", "classes.txt", url, count=1), ".txt")
+    except SourceError:  # none there: the labels' numbers name the classes
+        return None
+
+
 class ShardImages(Dataset):
     """WebDataset tar shards as a dataset: a sample is the files sharing a key (`000123.jpg`,
     `000123.cls`), its image the first of IMAGE_KEYS, its label the integer text of `.cls`. Class names
@@ -182,7 +214,8 @@ class ShardImages(Dataset):
     def __init__(self, pattern: str, on_bad_image: str, skipped: list[str], unlabelled: bool = False):
         from webdataset.shardlists import expand_urls
 
-        self.shards = [Path(url) for url in expand_urls(pattern)]
+        urls = expand_urls(pattern)
+        self.shards = [_local_copy(url) for url in urls]
         self._files: dict[int, object] = {}  # open shards of this process
         missing = [str(p) for p in self.shards if not p.is_file()]
         if missing:
@@ -193,8 +226,8 @@ class ShardImages(Dataset):
         if not self.samples:
             raise SourceError(f"{pattern}: no samples with an image ({', '.join(IMAGE_KEYS)})")
         self.labels = [0 if label is None else int(self._read(n, label)) for n, _, label in self.samples]
-        names = self.shards[0].parent / "classes.txt"
-        self.classes = ([c for c in names.read_text().splitlines() if c] if names.is_file()
+        names = _class_file(urls[0])
+        self.classes = ([c for c in names.read_text().splitlines() if c] if names and names.is_file()
                         else [str(i) for i in range(max(self.labels) + 1)])
 
     def _index(self, number: int, shard: Path, on_bad_image: str, skipped: list[str], unlabelled: bool) -> None:
