@@ -107,6 +107,11 @@ def test_transformers_and_our_repositories_load_on_every_command(hub, tmp_path, 
     assert main(["convert", "hf-hub:someone/convnext-atto-pets", str(tmp_path / "ours"), "--to", "ours"]) == 0
     hub.put("me/atto-ours", tmp_path / "ours")
     assert max_abs_diff(convnext.create_model("hf-hub:me/atto-ours").eval()(x), model(x)) < 1e-6
+    for fmt in ("hf", "timm"):  # what `convnext convert --to hf|timm` writes, as a repository
+        assert main(["convert", "hf-hub:me/atto-ours", str(tmp_path / f"to-{fmt}"), "--to", fmt]) == 0
+        hub.put(f"me/atto-{fmt}", tmp_path / f"to-{fmt}")
+        again = convnext.create_model(f"hf-hub:me/atto-{fmt}").eval()
+        assert max_abs_diff(again(x), model(x)) < 1e-6 and again.class_names == ["cat", "dog", "fox"]
     capsys.readouterr()
     assert main(["eval", "--weights", "hf-hub:me/atto-ours", "--data", str(tmp_path / "missing")]) == 2
 
@@ -227,6 +232,20 @@ def test_a_datasets_folder_trains_and_evaluates_with_its_class_names(tmp_path, c
     assert main(["eval", "--weights", str(run_dir), "--data", f"hf:{tmp_path / 'colours'}:train", "--json",
                  "--output-dir", str(tmp_path / "eval")]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 48
+    # A row whose image cannot be read: one line naming it, or counted and left out
+    broken = splits["train"].cast_column("picture", datasets.Image(decode=False))
+    rows = broken.to_dict()
+    rows["picture"][5] = {"bytes": b"not an image", "path": None}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=broken.features),
+                          "validation": splits["validation"]}).save_to_disk(tmp_path / "broken")
+    capsys.readouterr()  # datasets' own progress bars
+    assert main(["train", "--data", f"hf:{tmp_path / 'broken'}", "--model", "convnext_test", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "row 5: unreadable image" in err
+    assert main(["train", "--data", f"hf:{tmp_path / 'broken'}", "--model", "convnext_test", "--epochs", "1",
+                 "--batch-size", "16", "--input-size", "32", "--on-bad-image", "skip", "--output-dir",
+                 str(tmp_path / "skip")]) == 0
+    assert "skipped 1 unreadable image(s)" in capsys.readouterr().out
     # Columns named by the user; a missing one is one line
     assert main(["train", "--data", f"hf:{tmp_path / 'colours'}", "--image-column", "photo", "--model",
                  "convnext_test", "--epochs", "1"]) == 2
