@@ -16,7 +16,8 @@ from convnext.cli import main
 from convnext.models import kernels
 from convnext.runtime import autotune, hardware, precision
 from convnext.runtime.precision import tf32
-from convnext.training.data import BatchedCropFlip, SeededAugmentation, build_data, train_transform
+from convnext.training.augmentation import BatchedCropFlip, SeededAugmentation, train_transform
+from convnext.training.data import build_data
 from convnext.training.recipes import RECIPES
 from convnext.deploy.peers import PEERS
 from helpers import max_abs_diff

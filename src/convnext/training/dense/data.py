@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data import SeededJointAugmentation, load_image
+from ..augmentation import SeededJointAugmentation
+from ..data import load_image
 from .segmentation_metrics import IGNORE
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
