@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="also time torch.compile (Inductor, frozen weights)")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time onnxruntime (CPU, when installed)")
+                        help="also time our model on ONNX Runtime and OpenVINO (CPU, float32, when installed)")
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write a bar chart PNG")

@@ -5,7 +5,10 @@ import torch
 
 from ..checkpoints.hub import create_model
 from ..checkpoints.weights import load_pretrained, load_weights
+from ..deploy.backends import BACKENDS
 from ..runtime.precision import AMP_DTYPES
+
+ALIASES = {"torch": "pytorch"}  # the backend's name before 0.3
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,6 +22,12 @@ def add_amp_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=tuple(AMP_DTYPES),
                         help="mixed precision autocast: bf16 on CUDA and on CPUs with AVX512-BF16 or AMX "
                              "(elsewhere it says so and runs float32); fp16 on CUDA")
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="pytorch", type=lambda name: ALIASES.get(name, name),
+                        help="run the model with PyTorch, or exported once to ONNX Runtime or OpenVINO (float32, CPU; "
+                             "an exported .onnx or OpenVINO .xml given as --weights runs on its own engine)")
 
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:

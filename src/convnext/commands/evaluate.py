@@ -13,18 +13,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..deploy.backends import on_backend
 from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
 from ..runtime.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
-from .common import add_amp_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
 from .train import add_source_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_amp_argument(parser)
+    add_backend_argument(parser)
     parser.add_argument("--data", default="digits", help='"digits" (its test split), an ImageFolder path, '
                         "hf:NAME[:SPLIT] (a datasets data set) or WebDataset shards DIR/x-{0..9}.tar")
     add_source_arguments(parser)
@@ -39,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     model = load_model(args)
+    if args.backend != "pytorch":
+        if args.amp:
+            raise ValueError(f"--backend {args.backend} runs float32: drop --amp")
+        model = on_backend(model.cpu(), args.backend, args.input_size)
     if args.input_size and args.input_size < model.min_input_size:
         raise ValueError(f"--input-size must be ≥ {model.min_input_size} for this model, got {args.input_size}")
     data = build_eval_data(args.data, model, args.input_size, args.crop_pct, (args.image_column, args.label_column))

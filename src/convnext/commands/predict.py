@@ -3,7 +3,8 @@
     convnext predict --weights runs/convnext_atto-20260101-120000 digit.png
     convnext predict --model convnext_tiny --pretrained photos/ 'more/*.jpg' --top-k 3 --json
     convnext predict --weights runs/convnext_atto-20260101-120000 --amp bf16 digits/
-    convnext predict --weights model.onnx --backend onnxruntime photos/
+    convnext predict --weights model.onnx photos/                  # an exported file on its own engine
+    convnext predict --weights runs/my-run --backend openvino photos/
     convnext predict --weights runs/convnext_atto-20260101-120000 digits/ --cam heatmaps/   # + Grad-CAM overlays
 
 A file that is not a readable image is reported on stderr and skipped.
@@ -22,7 +23,7 @@ from ..deploy.gradcam import overlay
 from ..deploy.predictor import Predictor, rank
 from ..training.data import IMAGE_EXTENSIONS
 from ..runtime.ranges import COUNT
-from .common import add_amp_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or globs")
     parser.add_argument("--top-k", type=COUNT.parse, default=5)
     parser.add_argument("--batch-size", type=COUNT.parse, default=16)
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="onnxruntime runs an exported .onnx (its .json sidecar gives classes and sizes)")
+    add_backend_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays (top-1 class) to DIR/<name>.cam.png")
     parser.add_argument("--cam-stage", type=int, default=-1,
@@ -70,17 +70,15 @@ def read_images(paths: list[Path], mode: str) -> tuple[list[Path], list[Image.Im
 
 
 def predictor(args):
-    if args.backend == "onnxruntime" and args.amp:
-        raise ValueError("--amp is for the torch backend; an ONNX file runs in the precision it was exported in")
-    if args.backend == "onnxruntime" and args.cam:
-        raise ValueError("--cam needs the torch backend (Grad-CAM takes gradients)")
-    if args.backend == "onnxruntime":
-        from ..deploy.export import OnnxPredictor
+    if args.backend != "pytorch" and args.cam:
+        raise ValueError("--cam needs the pytorch backend (Grad-CAM takes gradients)")
+    if args.weights and Path(args.weights).suffix in (".onnx", ".xml"):  # an exported file and its sidecar
+        from ..deploy.export import ExportedPredictor
 
-        if not args.weights:
-            raise ValueError("--backend onnxruntime needs --weights FILE.onnx")
-        return OnnxPredictor(args.weights)
-    return Predictor(load_model(args), args.device, args.amp)
+        if args.amp:
+            raise ValueError("--amp is for the pytorch backend; an exported file runs in the precision it was exported in")
+        return ExportedPredictor(args.weights)
+    return Predictor(load_model(args), args.device, args.amp, args.backend)
 
 
 def run(args: argparse.Namespace) -> int:

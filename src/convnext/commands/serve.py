@@ -16,7 +16,7 @@ import sys
 
 from ..deploy.predictor import Predictor
 from ..runtime.ranges import COUNT, POSITIVE, Range
-from .common import add_amp_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
 
 DELAY_MS = Range(float, low=0, high=10_000)  # a partial batch waits at most this long
 PORT = Range(int, low=0, high=65535)
@@ -25,6 +25,7 @@ PORT = Range(int, low=0, high=65535)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_amp_argument(parser)
+    add_backend_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     parser.add_argument("--port", type=PORT.parse, default=8000, help="0 picks a free port")
     parser.add_argument("--max-batch-size", type=COUNT.parse, default=8)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_stage(model, args.cam_stage)  # refused at start, not on the first heat map
     settings = Settings(args.max_batch_size, args.max_batch_delay_ms, args.queue_size, args.max_upload_mb,
                         args.request_timeout_s, args.cam_stage)
-    app = create_app(Predictor(model, args.device, args.amp), settings, getattr(model, "model_name", None) or "convnext")
+    app = create_app(Predictor(model, args.device, args.amp, args.backend), settings, getattr(model, "model_name", None) or "convnext")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)

@@ -20,6 +20,7 @@ from ..models.registry import create_model
 from ..runtime import autotune
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
+from .backends import on_backend, require
 from .inference import optimize_for_inference
 from .peers import PEERS
 from .timing import matmul_peak_gflops, timed
@@ -73,8 +74,9 @@ CONTENDERS = (
     Contender("convnext optimized+compile", True, False,
               lambda ours, config, dtype: optimize_for_inference(ours, compile=True),
               lambda config, dtype: config.compile),
-    Contender("convnext onnxruntime", True, False, lambda ours, config, dtype: _onnx_runner(ours, config.size),
-              lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu"),
+    *(Contender(f"convnext {engine}", True, False, lambda ours, config, dtype, engine=engine: _engine(ours, engine, config),
+                lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu")
+      for engine in ("onnxruntime", "openvino")),
     *(Contender(name, False, True, lambda ours, config, dtype, name=name: PEERS[name](ours),
                 lambda config, dtype, name=name: name in config.peers) for name in PEERS),
 )
@@ -104,25 +106,13 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.T
     optimizer.step()
 
 
-def _onnx_runner(model: nn.Module, size: int):
+def _engine(model: nn.Module, backend: str, config: BenchConfig) -> nn.Module | None:
+    """Our model exported to an engine (`backends.on_backend`), or None where the engine is not installed."""
     try:
-        import onnxruntime
-    except ImportError:
+        require(backend)
+    except ValueError:
         return None
-    import tempfile
-    from pathlib import Path
-
-    from .export import _write
-
-    folder = Path(tempfile.mkdtemp(prefix="convnext-bench-"))
-    _write(optimize_for_inference(model, channels_last=False), "onnx", folder / "model.onnx", dynamic_batch=True, size=size)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    # ORT's threads spin after each run by default, taking the cores from whichever contender runs next.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    return on_backend(model, backend, config.size)
 
 
 def _rss_bytes() -> int:

@@ -8,6 +8,7 @@ largest absolute difference is printed and must stay within 1e-4. A `<output>.js
 class names and preprocessing so the file can be used on its own.
 """
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from ..runtime.atomic import atomic_file
 from ..checkpoints.preprocessing import data_config
 
-FORMATS = ("onnx", "torchscript", "exported-program")
+FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 TOLERANCE = 1e-4
 
 
@@ -25,14 +26,27 @@ def _example(model: nn.Module, batch: int, size: int | None = None) -> torch.Ten
     return torch.randn(batch, model.in_chans, size, size)
 
 
+def write_onnx(model: nn.Module, path: Path, x: torch.Tensor, dynamic_batch: bool) -> None:
+    """The model as ONNX (torch.onnx's dynamo exporter), input "x", output "logits"."""
+    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    with torch.no_grad():
+        program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["x"],
+                                    output_names=["logits"], verbose=False)
+    program.save(str(path))
+
+
 def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: int | None = None) -> None:
     x = _example(model, 2, size)
     with torch.no_grad():
         if fmt == "onnx":
-            shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-            program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["x"],
-                                        output_names=["logits"], verbose=False)
-            program.save(str(path))
+            write_onnx(model, path, x, dynamic_batch)
+        elif fmt == "openvino":
+            import openvino
+
+            shape = [-1 if dynamic_batch else x.shape[0], *x.shape[1:]]
+            converted = openvino.convert_model(model, example_input=x, input=[openvino.PartialShape(shape)])
+            # path.xml, and its weights beside it as path.bin: float32 (save_model halves them by default)
+            openvino.save_model(converted, str(path), compress_to_fp16=False)
         elif fmt == "torchscript":
             torch.jit.save(torch.jit.trace(model, x), str(path))
         else:
@@ -47,6 +61,11 @@ def load_runner(path: Path, fmt: str):
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    if fmt == "openvino":
+        import openvino
+
+        compiled = openvino.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
     if fmt == "torchscript":
         module = torch.jit.load(str(path))
         return lambda x: module(x)
@@ -80,20 +99,26 @@ def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool =
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     output = Path(output)
     model = model.eval()
+    if fmt == "openvino" and output.suffix != ".xml":
+        raise ValueError(f"--format openvino writes an IR: --output NAME.xml (its weights go beside it as NAME.bin)")
     with atomic_file(output) as tmp:
-        _write(model, fmt, tmp, dynamic_batch)
-        checks = check(model, tmp, fmt, dynamic_batch)
+        written = tmp.with_suffix(".xml") if fmt == "openvino" else tmp  # OpenVINO names the .bin after the .xml
+        _write(model, fmt, written, dynamic_batch)
+        checks = check(model, written, fmt, dynamic_batch)
         worst = max(diff for _, diff in checks)
         if not worst <= TOLERANCE:
             raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
                                f"{output} not written")
+        if fmt == "openvino":
+            os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))  # the weights first, then the IR
+            os.replace(written, tmp)
     with atomic_file(output.with_name(output.name + ".json")) as tmp:
         tmp.write_text(json.dumps(sidecar(model), indent=2))
     return checks
 
 
-class OnnxPredictor:
-    """Runs an exported .onnx with onnxruntime, with the preprocessing from its sidecar JSON."""
+class ExportedPredictor:
+    """Runs an exported .onnx (ONNX Runtime) or OpenVINO .xml, with the preprocessing from its sidecar JSON."""
 
     def __init__(self, path: str | Path):
         from ..checkpoints.preprocessing import eval_transform
@@ -103,7 +128,7 @@ class OnnxPredictor:
         if not path.is_file() or not meta_path.is_file():
             raise FileNotFoundError(f"{path}: need the .onnx file and its {meta_path.name} sidecar (from convnext export)")
         meta = json.loads(meta_path.read_text())
-        self.run = load_runner(path, "onnx")
+        self.run = load_runner(path, "openvino" if path.suffix == ".xml" else "onnx")
         self.in_chans, self.class_names = meta["in_chans"], meta["class_names"]
         self.transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta["crop_pct"],
                                         meta.get("interpolation", "bicubic"), meta.get("crop_mode", "center"))

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..checkpoints.preprocessing import data_config, model_transform
 from ..runtime.precision import amp_dtype
+from .backends import on_backend
 from .gradcam import Cams, grad_cam
 
 
@@ -23,9 +24,13 @@ def rank(probabilities: torch.Tensor, top_k: int, class_names: list[str] | None)
 
 
 class Predictor:
-    def __init__(self, model: nn.Module, device: str = "cpu", amp: str | None = None):
-        self.model = model.to(device).eval()
-        self.device = device
+    """A model with its preprocessing, ranking and Grad-CAM, on a backend (`backends.BACKENDS`)."""
+
+    def __init__(self, model: nn.Module, device: str = "cpu", amp: str | None = None, backend: str = "pytorch"):
+        if backend != "pytorch" and (amp or torch.device(device).type != "cpu"):
+            raise ValueError(f"--backend {backend} runs float32 on the CPU: drop --amp and --device")
+        self.model = on_backend(model.to(device).eval(), backend)
+        self.device, self.backend = device, backend
         self.autocast = amp_dtype(amp, device)
         config = data_config(model)  # the preprocessing the weights came with
         self.in_chans, self.class_names = model.in_chans, getattr(model, "class_names", None)
@@ -46,8 +51,15 @@ class Predictor:
             logits = self.model(batch.to(self.device))
         return logits.float().softmax(dim=1).cpu()
 
+    @property
+    def heat_maps(self) -> bool:
+        """Whether Grad-CAM can run: it takes gradients, which only PyTorch computes."""
+        return self.backend == "pytorch"
+
     def cams(self, batch: torch.Tensor, stage: int = -1, classes: list[int] | None = None) -> tuple[Cams, torch.Tensor]:
         """Grad-CAM maps (top-1 classes unless given), and the crops in [0, 1] to draw them over."""
+        if not self.heat_maps:
+            raise ValueError(f"Grad-CAM heat maps need gradients: run with --backend pytorch, not {self.backend}")
         crops = batch * torch.tensor(self.std).view(1, -1, 1, 1) + torch.tensor(self.mean).view(1, -1, 1, 1)
         cams = grad_cam(self.model, batch.to(self.device), classes=classes, stage=stage)
         return Cams(cams.maps.cpu(), cams.classes, cams.empty), crops

@@ -118,7 +118,11 @@ class Service:
             else:
                 raise HTTPError(422, f"cam_class must be a class name or an index below "
                                      f"{self.predictor.num_classes}, got {cam_class!r}")
-        return min(int(top_k), self.predictor.num_classes), cam in TRUE or cam_class is not None, cam_class
+        wants_cam = cam in TRUE or cam_class is not None
+        if wants_cam and not self.predictor.heat_maps:
+            raise HTTPError(422, f"heat maps need gradients: this service runs on {self.predictor.backend} "
+                                 "(convnext serve --backend pytorch has them)")
+        return min(int(top_k), self.predictor.num_classes), wants_cam, cam_class
 
     async def read_image_bytes(self, request: Request) -> bytes:
         limit = int(self.settings.max_upload_mb * 2**20)
@@ -191,7 +195,8 @@ class Service:
             "model": self.model_name, "classes": [str(i) for i in range(p.num_classes)] if not p.class_names
             else list(p.class_names), "in_chans": p.in_chans, "input_size": p.input_size, "crop_pct": p.crop_pct,
             "mean": list(p.mean), "std": list(p.std), "device": str(p.device),
-            "amp": str(p.autocast).removeprefix("torch.") if p.autocast else None, **asdict(self.settings)})
+            "amp": str(p.autocast).removeprefix("torch.") if p.autocast else None, "backend": p.backend,
+            "heat_maps": p.heat_maps, **asdict(self.settings)})
 
     async def ping(self, request: Request) -> Response:
         return JSONResponse({"status": "Healthy" if self.ready else "Unhealthy"}, status_code=200 if self.ready else 503)
@@ -250,10 +255,10 @@ class Service:
         await self.batcher.close()
 
     async def warm_up(self) -> None:
-        """One batch with a heat map through the inference thread before saying ready."""
+        """One batch (with a heat map where the backend has them) through the inference thread before saying ready."""
         p = self.predictor
         blank = torch.zeros(p.in_chans, p.input_size, p.input_size)
-        await self.batcher.call(self.answer, [Job(blank, 1, True, None)])
+        await self.batcher.call(self.answer, [Job(blank, 1, p.heat_maps, None)])
         self.ready = True
         log.info("ready")
 

@@ -1,0 +1,78 @@
+"""Where a trained model runs on a CPU: PyTorch itself, or the model exported once and compiled by ONNX
+Runtime or OpenVINO, the engines people deploy ConvNeXts with.
+
+    forward = on_backend(model, "openvino")       # an nn.Module: images (N, C, H, W) -> logits
+    Predictor(model, backend="onnxruntime")       # what predict, eval and serve do with --backend
+
+The engines get the folded model (`optimize_for_inference`, exact) exported with a dynamic batch, run in
+float32 (OpenVINO's precision hint is set to f32: on CPUs with bf16 it would otherwise compute in bf16),
+on as many threads as PyTorch uses, ONNX Runtime's threads not spinning between runs (they would take
+the cores from whatever runs next). Outputs equal PyTorch's within `TOLERANCE` (tests/test_backends.py).
+Grad-CAM needs gradients: it is PyTorch's alone.
+"""
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoints.preprocessing import data_config
+from .inference import optimize_for_inference
+
+BACKENDS = ("pytorch", "onnxruntime", "openvino")
+EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}  # pip install "convnext[EXTRA]"
+TOLERANCE = 1e-4
+DESCRIPTION = ("class_names", "data_config", "in_chans", "num_classes", "min_input_size", "model_name")
+
+
+class Compiled(nn.Module):
+    """A model compiled by an engine, standing in for it: the same call, the same description."""
+
+    def __init__(self, model: nn.Module, backend: str, run):
+        super().__init__()
+        self.backend, self.run = backend, run
+        for name in DESCRIPTION:
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x.float().contiguous())
+
+
+def require(backend: str):
+    """The engine's Python package, or a one-line error naming the extra that installs it."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    try:
+        return __import__(backend)
+    except ImportError:
+        raise ValueError(f"--backend {backend} needs the {backend} package: pip install "
+                         f"'convnext[{EXTRAS[backend]}]'") from None
+
+
+def on_backend(model: nn.Module, backend: str, size: int | None = None) -> nn.Module:
+    """`model` to run on `backend`: itself for PyTorch, else exported once and compiled by the engine."""
+    if backend == "pytorch":
+        return model
+    engine = require(backend)
+    folded = optimize_for_inference(model.eval(), channels_last=False)
+    size = size or data_config(model)["input_size"]
+    example = torch.randn(2, model.in_chans, size, size)
+    threads = torch.get_num_threads()
+    if backend == "onnxruntime":
+        from .export import write_onnx
+
+        path = Path(tempfile.mkdtemp(prefix="convnext-onnx-")) / "model.onnx"
+        write_onnx(folded, path, example, dynamic_batch=True)
+        options = engine.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = engine.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return Compiled(model, backend, lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]))
+    with torch.no_grad():
+        converted = engine.convert_model(folded, example_input=example,
+                                         input=[engine.PartialShape([-1, model.in_chans, -1, -1])])
+    compiled = engine.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                                                       "INFERENCE_NUM_THREADS": threads})
+    return Compiled(model, backend, lambda x: torch.from_numpy(compiled(x.numpy())[0].copy()))

@@ -1,0 +1,103 @@
+"""ONNX Runtime and OpenVINO as backends: the same outputs as PyTorch (within backends.TOLERANCE) for
+V1, V2 and isotropic models, through predict, eval, serve, bench and export, and one-line errors."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import convnext
+from convnext.cli import main
+from convnext.deploy.backends import BACKENDS, TOLERANCE, on_backend
+from convnext.deploy.predictor import Predictor
+from helpers import max_abs_diff, randomised
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test", "convnext_isotropic_test"])
+def test_each_backend_computes_pytorchs_logits(backend, name):
+    model = randomised(name, num_classes=7).eval()
+    engine = on_backend(model, backend, size=64)
+    for batch in (1, 3):  # a dynamic batch
+        x = torch.randn(batch, 3, 64, 64)
+        with torch.no_grad():
+            assert max_abs_diff(engine(x), model(x)) < TOLERANCE
+    assert engine.num_classes == 7 and engine.backend == backend
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    model = randomised("convnext_test", num_classes=3)
+    model.class_names = ["ant", "bee", "cat"]
+    model.data_config = {"input_size": 64}
+    convnext.save_pretrained(model, tmp_path / "w")
+    for i, colour in enumerate([(120, 30, 200), (10, 200, 40)]):
+        Image.new("RGB", (70, 80), colour).save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+def test_predict_and_eval_give_the_same_answers_on_every_backend(run_dir, capsys):
+    answers = {}
+    for backend in BACKENDS:
+        assert main(["predict", "--weights", str(run_dir / "w"), "--backend", backend, str(run_dir / "0.png"),
+                     str(run_dir / "1.png"), "--json", "--top-k", "3"]) == 0
+        answers[backend] = [t["probability"] for r in json.loads(capsys.readouterr().out) for t in r["top"]]
+    for backend in ("onnxruntime", "openvino"):
+        assert answers[backend] == pytest.approx(answers["pytorch"], abs=1e-5)
+    folder = run_dir / "data"
+    for name in ("ant", "bee", "cat"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64), (hash(name) % 255, 90, 30)).save(folder / name / "a.png")
+    losses = {}
+    for backend in BACKENDS:
+        assert main(["eval", "--weights", str(run_dir / "w"), "--data", str(folder), "--backend", backend, "--json",
+                     "--output-dir", str(run_dir / f"eval-{backend}")]) == 0
+        losses[backend] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test_loss"]
+    assert losses["openvino"] == pytest.approx(losses["pytorch"], abs=1e-4)
+    assert losses["onnxruntime"] == pytest.approx(losses["pytorch"], abs=1e-4)
+
+
+def test_grad_cam_is_pytorchs_alone_and_says_so(run_dir, capsys):
+    assert main(["predict", "--weights", str(run_dir / "w"), "--backend", "openvino", "--cam", str(run_dir / "cam"),
+                 str(run_dir / "0.png")]) == 2
+    assert "--cam needs the pytorch backend" in capsys.readouterr().err
+    predictor = Predictor(convnext.load_pretrained(run_dir / "w"), backend="onnxruntime")
+    with pytest.raises(ValueError, match="need gradients"):
+        predictor.cams(torch.zeros(1, 3, 64, 64))
+    from starlette.testclient import TestClient
+
+    from convnext.deploy.serving.app import Settings, create_app
+
+    with TestClient(create_app(predictor, Settings(), "convnext_test")) as client:  # heat maps refused with a 4xx
+        assert client.get("/v1/model").json()["heat_maps"] is False
+        image = (run_dir / "0.png").read_bytes()
+        answer = client.post("/v1/predict", content=image, headers={"content-type": "image/png"})
+        assert answer.status_code == 200 and len(answer.json()["top"]) == 3
+        refused = client.post("/v1/predict?cam=1", content=image, headers={"content-type": "image/png"})
+        assert refused.status_code == 422 and "heat maps need gradients" in refused.json()["error"]
+
+
+def test_openvino_export_is_checked_and_runs_on_its_own(run_dir, capsys):
+    output = run_dir / "ir" / "model.xml"
+    assert main(["export", "--weights", str(run_dir / "w"), "--format", "openvino", "--output", str(output),
+                 "--dynamic-batch"]) == 0
+    assert output.is_file() and output.with_suffix(".bin").is_file() and "ok" in capsys.readouterr().out
+    assert sorted(p.name for p in output.parent.iterdir()) == ["model.bin", "model.xml", "model.xml.json"]
+    assert main(["predict", "--weights", str(output), str(run_dir / "0.png"), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)[0]["top"]
+    assert main(["predict", "--weights", str(run_dir / "w"), str(run_dir / "0.png"), "--json"]) == 0
+    eager = json.loads(capsys.readouterr().out)[0]["top"]
+    assert [t["class"] for t in exported] == [t["class"] for t in eager]
+    assert [t["probability"] for t in exported] == pytest.approx([t["probability"] for t in eager], abs=1e-5)
+    assert main(["export", "--weights", str(run_dir / "w"), "--format", "openvino", "--output",
+                 str(run_dir / "model.ir")]) == 2
+    assert "NAME.xml" in capsys.readouterr().err
+
+
+def test_bench_times_both_engines(tmp_path):
+    from convnext.deploy import bench
+
+    report = bench.run(bench.BenchConfig(model="convnext_test", batch=2, size=64, peers=(), rounds=1, iters=1,
+                                         train=False, memory=False, grad_checkpointing=False), say=lambda text: None)
+    names = [r["name"] for r in report["results"]]
+    assert "convnext onnxruntime" in names and "convnext openvino" in names
