@@ -101,3 +101,30 @@ def test_bench_times_both_engines(tmp_path):
                                          train=False, memory=False, grad_checkpointing=False), say=lambda text: None)
     names = [r["name"] for r in report["results"]]
     assert "convnext onnxruntime" in names and "convnext openvino" in names
+
+
+def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_path, capsys):
+    assert main(["train", "--model", "convnext_test", "--epochs", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    output = tmp_path / "m.int8.onnx"
+    assert main(["export", "--weights", str(tmp_path / "run"), "--format", "onnx", "--int8", "--calibration-data",
+                 "digits", "--calibration-images", "200", "--output", str(output)]) == 0
+    said = capsys.readouterr().out
+    agreement = float(said.split("top-1 as float32 on ")[1].split("%")[0])
+    assert agreement >= 95 and json.loads((tmp_path / "m.int8.onnx.json").read_text())["int8"] is True
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(output)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "LayerNormalization" in ops  # LayerNorm stays float
+    Image.new("L", (8, 8), 90).save(tmp_path / "digit.png")
+    assert main(["predict", "--weights", str(output), str(tmp_path / "digit.png"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 5
+    scores = {}
+    for weights in (tmp_path / "run", output):  # the whole digits test split, float32 and INT8
+        assert main(["eval", "--weights", str(weights), "--json", "--output-dir", str(tmp_path / f"eval-{weights.name}")]) == 0
+        scores[weights.name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores[output.name]["images"] == scores["run"]["images"] == 360
+    assert abs(scores[output.name]["test_top1"] - scores["run"]["test_top1"]) <= 0.05
+    assert main(["export", "--weights", str(tmp_path / "run"), "--format", "onnx", "--int8", "--calibration-data",
+                 "digits", "--calibration-images", "4", "--output", str(tmp_path / "few.onnx")]) == 2
+    assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "few.onnx").exists()

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..deploy.backends import on_backend
+from ..deploy.backends import Compiled, on_backend
+from ..deploy.export import EXPORTED_SUFFIXES, load_exported
 from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
@@ -40,12 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
-    model = load_model(args)
-    if args.backend != "pytorch":
+    if args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES:  # an exported file on its own engine
+        model = load_exported(args.weights)
+    else:
+        model = load_model(args)
+    if args.backend != "pytorch" and not isinstance(model, Compiled):
         if args.amp:
             raise ValueError(f"--backend {args.backend} runs float32: drop --amp")
         model = on_backend(model.cpu(), args.backend, args.input_size)
-    if args.input_size and args.input_size < model.min_input_size:
+    if args.input_size and args.input_size < getattr(model, "min_input_size", 32):
         raise ValueError(f"--input-size must be ≥ {model.min_input_size} for this model, got {args.input_size}")
     data = build_eval_data(args.data, model, args.input_size, args.crop_pct, (args.image_column, args.label_column))
     loader = DataLoader(data.dataset, args.batch_size, num_workers=args.workers)

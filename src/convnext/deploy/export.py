@@ -117,21 +117,37 @@ def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool =
     return checks
 
 
+EXPORTED_SUFFIXES = (".onnx", ".xml")  # files that run on their own engine (ONNX Runtime, OpenVINO)
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """An exported .onnx or OpenVINO .xml as a module images -> logits, described by its sidecar JSON
+    (classes, channels, preprocessing), so that eval and predict take it as they take a model."""
+    from .backends import Compiled
+
+    path = Path(path)
+    meta_path = path.with_name(path.name + ".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"{path}: need the exported file and its {meta_path.name} sidecar (from convnext export)")
+    meta = json.loads(meta_path.read_text())
+    description = nn.Module()
+    description.in_chans, description.num_classes = meta["in_chans"], meta["num_classes"]
+    description.class_names, description.model_name = meta["class_names"], meta.get("model")
+    description.data_config = {k: meta[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "crop_mode")
+                               if k in meta}
+    engine = "openvino" if path.suffix == ".xml" else "onnx"
+    return Compiled(description, "openvino" if engine == "openvino" else "onnxruntime", load_runner(path, engine))
+
+
 class ExportedPredictor:
     """Runs an exported .onnx (ONNX Runtime) or OpenVINO .xml, with the preprocessing from its sidecar JSON."""
 
     def __init__(self, path: str | Path):
-        from ..checkpoints.preprocessing import eval_transform
+        from ..checkpoints.preprocessing import model_transform
 
-        path = Path(path)
-        meta_path = path.with_name(path.name + ".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise FileNotFoundError(f"{path}: need the .onnx file and its {meta_path.name} sidecar (from convnext export)")
-        meta = json.loads(meta_path.read_text())
-        self.run = load_runner(path, "openvino" if path.suffix == ".xml" else "onnx")
-        self.in_chans, self.class_names = meta["in_chans"], meta["class_names"]
-        self.transform = eval_transform(meta["input_size"], meta["mean"], meta["std"], meta["crop_pct"],
-                                        meta.get("interpolation", "bicubic"), meta.get("crop_mode", "center"))
+        self.model = load_exported(path)
+        self.in_chans, self.class_names = self.model.in_chans, self.model.class_names
+        self.transform = model_transform(self.model)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.run(batch.contiguous()).float().softmax(dim=1)
+        return self.model(batch).float().softmax(dim=1)
