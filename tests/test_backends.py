@@ -98,9 +98,10 @@ def test_bench_times_both_engines(tmp_path):
     from convnext.deploy import bench
 
     report = bench.run(bench.BenchConfig(model="convnext_test", batch=2, size=64, peers=(), rounds=1, iters=1,
-                                         train=False, memory=False, grad_checkpointing=False), say=lambda text: None)
+                                         train=False, memory=False, grad_checkpointing=False, int8=True),
+                       say=lambda text: None)
     names = [r["name"] for r in report["results"]]
-    assert "convnext onnxruntime" in names and "convnext openvino" in names
+    assert {"convnext onnxruntime", "convnext openvino", "convnext onnxruntime int8", "convnext openvino int8"} <= set(names)
 
 
 def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_path, capsys):

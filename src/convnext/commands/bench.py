@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
                         help="also time our model on ONNX Runtime and OpenVINO (CPU, float32, when installed)")
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
+                        help="also time our model quantized to INT8 on ONNX Runtime and OpenVINO (CPU)")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write a bar chart PNG")
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     config = bench.BenchConfig(model=args.model, batch=args.batch_size, size=args.input_size, device=args.device,
                                peers=tuple(peers), rounds=args.rounds, iters=args.iters, train=args.train,
                                memory=args.memory, compile=args.compile, onnx=args.onnx,
-                               grad_checkpointing=args.grad_checkpointing, amp=args.amp)
+                               grad_checkpointing=args.grad_checkpointing, amp=args.amp, int8=args.int8)
     report = bench.run(config)
     print(bench.table(report))
     if args.json:

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..deploy.backends import Compiled, on_backend
+from ..deploy.backends import on_backend
+from ..deploy.compiled import Compiled
 from ..deploy.export import EXPORTED_SUFFIXES, load_exported
 from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data

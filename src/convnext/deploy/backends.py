@@ -17,26 +17,13 @@ import torch
 from torch import nn
 
 from ..checkpoints.preprocessing import data_config
+from .compiled import Compiled
+from .export import write_onnx
 from .inference import optimize_for_inference
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino")
 EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}  # pip install "convnext[EXTRA]"
 TOLERANCE = 1e-4
-DESCRIPTION = ("class_names", "data_config", "in_chans", "num_classes", "min_input_size", "model_name")
-
-
-class Compiled(nn.Module):
-    """A model compiled by an engine, standing in for it: the same call, the same description."""
-
-    def __init__(self, model: nn.Module, backend: str, run):
-        super().__init__()
-        self.backend, self.run = backend, run
-        for name in DESCRIPTION:
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.run(x.float().contiguous())
 
 
 def require(backend: str):
@@ -58,21 +45,33 @@ def on_backend(model: nn.Module, backend: str, size: int | None = None) -> nn.Mo
     folded = optimize_for_inference(model.eval(), channels_last=False)
     size = size or data_config(model)["input_size"]
     example = torch.randn(2, model.in_chans, size, size)
-    threads = torch.get_num_threads()
     if backend == "onnxruntime":
-        from .export import write_onnx
-
         path = Path(tempfile.mkdtemp(prefix="convnext-onnx-")) / "model.onnx"
         write_onnx(folded, path, example, dynamic_batch=True)
-        options = engine.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = engine.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return Compiled(model, backend, lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0]))
+        return Compiled(model, backend, onnxruntime_runner(path))
     with torch.no_grad():
         converted = engine.convert_model(folded, example_input=example,
                                          input=[engine.PartialShape([-1, model.in_chans, -1, -1])])
-    compiled = engine.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
-                                                       "INFERENCE_NUM_THREADS": threads})
-    return Compiled(model, backend, lambda x: torch.from_numpy(compiled(x.numpy())[0].copy()))
+    return Compiled(model, backend, openvino_runner(converted, {"INFERENCE_PRECISION_HINT": "f32"}))
+
+
+def onnxruntime_runner(path: Path):
+    """images -> logits through an ONNX Runtime session on PyTorch's thread count, threads not spinning."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def openvino_runner(model, settings: dict | None = None):
+    """images -> logits through OpenVINO's CPU plugin (latency hint, PyTorch's thread count); `model` is
+    a converted model or a file it reads (IR, ONNX: a QDQ graph runs in INT8)."""
+    import openvino
+
+    compiled = openvino.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                     "INFERENCE_NUM_THREADS": torch.get_num_threads(), **(settings or {})})
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0].copy())

@@ -20,7 +20,8 @@ from ..models.registry import create_model
 from ..runtime import autotune
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
-from .backends import on_backend, require
+from .backends import on_backend, onnxruntime_runner, openvino_runner, require
+from .compiled import Compiled
 from .inference import optimize_for_inference
 from .peers import PEERS
 from .timing import matmul_peak_gflops, timed
@@ -42,6 +43,7 @@ class BenchConfig:
     onnx: bool = True
     grad_checkpointing: bool = True
     amp: str | None = None
+    int8: bool = False  # also our model quantized to INT8 (`quantize.py`) on ONNX Runtime and OpenVINO
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ CONTENDERS = (
               lambda config, dtype: config.compile),
     *(Contender(f"convnext {engine}", True, False, lambda ours, config, dtype, engine=engine: _engine(ours, engine, config),
                 lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu")
+      for engine in ("onnxruntime", "openvino")),
+    *(Contender(f"convnext {engine} int8", True, False, lambda ours, config, dtype, engine=engine: _int8(ours, engine, config),
+                lambda config, dtype: config.int8 and torch.device(config.device).type == "cpu")
       for engine in ("onnxruntime", "openvino")),
     *(Contender(name, False, True, lambda ours, config, dtype, name=name: PEERS[name](ours),
                 lambda config, dtype, name=name: name in config.peers) for name in PEERS),
@@ -113,6 +118,27 @@ def _engine(model: nn.Module, backend: str, config: BenchConfig) -> nn.Module | 
     except ValueError:
         return None
     return on_backend(model, backend, config.size)
+
+
+def _int8(model: nn.Module, backend: str, config: BenchConfig) -> nn.Module | None:
+    """Our model quantized to INT8 (calibrated on random images: the speed does not depend on the
+    ranges), run by `backend`, or None where the engine is not installed."""
+    import tempfile
+    from pathlib import Path
+
+    from .quantize import quantize
+
+    try:
+        require("onnxruntime")
+        require(backend)
+    except ValueError:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="convnext-int8-")) / "model.int8.onnx"
+    generator = torch.Generator().manual_seed(0)
+    quantize(model, [torch.randn(8, model.in_chans, config.size, config.size, generator=generator) for _ in range(4)],
+             path, config.size)
+    runner = onnxruntime_runner(path) if backend == "onnxruntime" else openvino_runner(str(path))
+    return Compiled(model, backend, runner)
 
 
 def _rss_bytes() -> int:

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..runtime.atomic import atomic_file
 from ..checkpoints.preprocessing import data_config
+from .compiled import Compiled
 
 FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 TOLERANCE = 1e-4
@@ -123,8 +124,6 @@ EXPORTED_SUFFIXES = (".onnx", ".xml")  # files that run on their own engine (ONN
 def load_exported(path: str | Path) -> nn.Module:
     """An exported .onnx or OpenVINO .xml as a module images -> logits, described by its sidecar JSON
     (classes, channels, preprocessing), so that eval and predict take it as they take a model."""
-    from .backends import Compiled
-
     path = Path(path)
     meta_path = path.with_name(path.name + ".json")
     if not path.is_file() or not meta_path.is_file():

@@ -11,7 +11,7 @@ import torch
 
 # The flags that decide CPU fast paths, as /proc/cpuinfo spells them, and how people name them.
 ISA_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_tile": "AMX",
-             "avx512_fp16": "AVX512-FP16"}
+             "avx512_fp16": "AVX512-FP16", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}  # VNNI: int8
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
