@@ -129,3 +129,20 @@ def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_pa
     assert main(["export", "--weights", str(tmp_path / "run"), "--format", "onnx", "--int8", "--calibration-data",
                  "digits", "--calibration-images", "4", "--output", str(tmp_path / "few.onnx")]) == 2
     assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "few.onnx").exists()
+
+
+def test_a_missing_engine_or_unfit_calibration_data_is_one_line(run_dir, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    assert main(["predict", "--weights", str(run_dir / "w"), "--backend", "openvino", str(run_dir / "0.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'convnext[openvino]'" in err
+    # an RGB model calibrated on the grey digits
+    assert main(["export", "--weights", str(run_dir / "w"), "--format", "onnx", "--int8", "--calibration-data",
+                 "digits", "--output", str(run_dir / "rgb.int8.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3-channel images" in err and not (run_dir / "rgb.int8.onnx").exists()
+    assert main(["export", "--weights", str(run_dir / "w"), "--format", "openvino", "--int8", "--calibration-data",
+                 "digits", "--output", str(run_dir / "m.xml")]) == 2
+    assert "--int8 writes an ONNX file" in capsys.readouterr().err
