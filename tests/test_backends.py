@@ -92,6 +92,8 @@ def test_openvino_export_is_checked_and_runs_on_its_own(run_dir, capsys):
     assert main(["export", "--weights", str(run_dir / "w"), "--format", "openvino", "--output",
                  str(run_dir / "model.ir")]) == 2
     assert "NAME.xml" in capsys.readouterr().err
+    assert main(["predict", "--weights", str(output), "--backend", "onnxruntime", str(run_dir / "0.png")]) == 2
+    assert "an OpenVINO IR: it runs with --backend openvino" in capsys.readouterr().err
 
 
 def test_bench_times_both_engines(tmp_path):
@@ -119,7 +121,11 @@ def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_pa
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "LayerNormalization" in ops  # LayerNorm stays float
     Image.new("L", (8, 8), 90).save(tmp_path / "digit.png")
     assert main(["predict", "--weights", str(output), str(tmp_path / "digit.png"), "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)[0]["top"]) == 5
+    on_ort = json.loads(capsys.readouterr().out)[0]["top"]
+    assert len(on_ort) == 5
+    # OpenVINO reads the same INT8 ONNX file
+    assert main(["predict", "--weights", str(output), "--backend", "openvino", str(tmp_path / "digit.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["class"] == on_ort[0]["class"]
     scores = {}
     for weights in (tmp_path / "run", output):  # the whole digits test split, float32 and INT8
         assert main(["eval", "--weights", str(weights), "--json", "--output-dir", str(tmp_path / f"eval-{weights.name}")]) == 0

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     start = time.time()
     if args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES:  # an exported file on its own engine
-        model = load_exported(args.weights)
+        model = load_exported(args.weights, args.backend)
     else:
         model = load_model(args)
     if args.backend != "pytorch" and not isinstance(model, Compiled):

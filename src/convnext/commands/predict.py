@@ -78,7 +78,7 @@ def predictor(args):
 
         if args.amp:
             raise ValueError("--amp is for the pytorch backend; an exported file runs in the precision it was exported in")
-        return ExportedPredictor(args.weights)
+        return ExportedPredictor(args.weights, args.backend)
     return Predictor(load_model(args), args.device, args.amp, args.backend)
 
 

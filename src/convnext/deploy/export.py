@@ -121,9 +121,11 @@ def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool =
 EXPORTED_SUFFIXES = (".onnx", ".xml")  # files that run on their own engine (ONNX Runtime, OpenVINO)
 
 
-def load_exported(path: str | Path) -> nn.Module:
+def load_exported(path: str | Path, backend: str = "pytorch") -> nn.Module:
     """An exported .onnx or OpenVINO .xml as a module images -> logits, described by its sidecar JSON
-    (classes, channels, preprocessing), so that eval and predict take it as they take a model."""
+    (classes, channels, preprocessing), so that eval and predict take it as they take a model. It runs on
+    its own engine, or on OpenVINO when asked (OpenVINO reads ONNX, INT8 QDQ graphs included); PyTorch
+    runs neither, and ONNX Runtime no OpenVINO IR."""
     path = Path(path)
     meta_path = path.with_name(path.name + ".json")
     if not path.is_file() or not meta_path.is_file():
@@ -134,17 +136,20 @@ def load_exported(path: str | Path) -> nn.Module:
     description.class_names, description.model_name = meta["class_names"], meta.get("model")
     description.data_config = {k: meta[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "crop_mode")
                                if k in meta}
-    engine = "openvino" if path.suffix == ".xml" else "onnx"
-    return Compiled(description, "openvino" if engine == "openvino" else "onnxruntime", load_runner(path, engine))
+    engine = "openvino" if path.suffix == ".xml" or backend == "openvino" else "onnxruntime"
+    if path.suffix == ".xml" and backend == "onnxruntime":
+        raise ValueError(f"{path} is an OpenVINO IR: it runs with --backend openvino, not onnxruntime")
+    runner = load_runner(path, "openvino" if engine == "openvino" else "onnx")
+    return Compiled(description, engine, runner)
 
 
 class ExportedPredictor:
     """Runs an exported .onnx (ONNX Runtime) or OpenVINO .xml, with the preprocessing from its sidecar JSON."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, backend: str = "pytorch"):
         from ..checkpoints.preprocessing import model_transform
 
-        self.model = load_exported(path)
+        self.model = load_exported(path, backend)
         self.in_chans, self.class_names = self.model.in_chans, self.model.class_names
         self.transform = model_transform(self.model)
 
