@@ -128,12 +128,8 @@ def _read_pickle(path: Path) -> StateDict:
     return _unwrap(obj, path)
 
 
-def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
-    """Tensors and config from any weights file or folder (ours, official, timm, torchvision, HF, a run).
-
-    The config is ours (from the safetensors header) or an HF `config.json`, else empty. `path` may be
-    a Hub name, `hf-hub:ORG/REPO[@REVISION]`, read through the Hub cache.
-    """
+def _located(path: str | Path) -> tuple[Path, dict]:
+    """(the weights file, the configs beside it) for a file, a folder or a Hub name."""
     path = snapshot(path) if is_hub_name(path) else Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
@@ -151,6 +147,31 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
             except (ValueError, UnicodeDecodeError):
                 pass
         path = _find_weights_file(path)
+    return path, config
+
+
+def read_config(path: str | Path) -> dict:
+    """The config a weights file or folder carries (ours, timm's, transformers'), without reading its
+    tensors: what it says about preprocessing is wanted before the model is built. The checksum over
+    config and tensors is checked when `read_checkpoint` reads them."""
+    path, config = _located(path)
+    if path.suffix != ".safetensors":
+        return config
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            own = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    except Exception:  # noqa: BLE001 -- an unreadable header: read_checkpoint will say what is wrong
+        return config
+    return own if isinstance(own, dict) and own else config
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
+    """Tensors and config from any weights file or folder (ours, official, timm, torchvision, HF, a run).
+
+    The config is ours (from the safetensors header) or an HF `config.json`, else empty. `path` may be
+    a Hub name, `hf-hub:ORG/REPO[@REVISION]`, read through the Hub cache.
+    """
+    path, config = _located(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.suffix == ".safetensors":

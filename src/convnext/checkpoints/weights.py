@@ -23,7 +23,7 @@ from .convert import (
     target_key,
 )
 from .dense import backbone_from_hf, is_hf_backbone
-from .files import read_checkpoint, write_model_files
+from .files import read_checkpoint, read_config, write_model_files
 from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
 from .preprocessing import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, PIL_RESAMPLE
 
@@ -190,8 +190,8 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
 
 def preprocessing_of(path: str | Path) -> dict:
     """The evaluation settings a weights file or repository carries (ours, timm's pretrained_cfg,
-    transformers' image processor), without building a model; empty if it carries none."""
-    _, config = read_checkpoint(path)
+    transformers' image processor), without building a model or reading its tensors; empty if none."""
+    config = read_config(path)
     if config.get("format") == "convnext":
         return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
                 if k in ("mean", "std", "input_size", "crop_pct", "interpolation", "crop_mode")}

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..checkpoints.preprocessing import data_config
-from .compiled import Compiled
+from .compiled import Compiled, onnxruntime_runner, openvino_runner
 from .export import write_onnx
 from .inference import optimize_for_inference
 
@@ -53,25 +53,3 @@ def on_backend(model: nn.Module, backend: str, size: int | None = None) -> nn.Mo
         converted = engine.convert_model(folded, example_input=example,
                                          input=[engine.PartialShape([-1, model.in_chans, -1, -1])])
     return Compiled(model, backend, openvino_runner(converted, {"INFERENCE_PRECISION_HINT": "f32"}))
-
-
-def onnxruntime_runner(path: Path):
-    """images -> logits through an ONNX Runtime session on PyTorch's thread count, threads not spinning."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
-
-
-def openvino_runner(model, settings: dict | None = None):
-    """images -> logits through OpenVINO's CPU plugin (latency hint, PyTorch's thread count); `model` is
-    a converted model or a file it reads (IR, ONNX: a QDQ graph runs in INT8)."""
-    import openvino
-
-    compiled = openvino.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                     "INFERENCE_NUM_THREADS": torch.get_num_threads(), **(settings or {})})
-    return lambda x: torch.from_numpy(compiled(x.numpy())[0].copy())

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..runtime.atomic import atomic_file
 from ..checkpoints.preprocessing import data_config
-from .compiled import Compiled
+from .compiled import Compiled, onnxruntime_runner, openvino_runner
 
 FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
 TOLERANCE = 1e-4
@@ -58,15 +58,9 @@ def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: in
 def load_runner(path: Path, fmt: str):
     """A function images -> logits for an exported file."""
     if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        return onnxruntime_runner(path)
     if fmt == "openvino":
-        import openvino
-
-        compiled = openvino.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        return lambda x: torch.from_numpy(compiled(x.contiguous().numpy())[0].copy())
+        return openvino_runner(str(path), {"INFERENCE_PRECISION_HINT": "f32"})
     if fmt == "torchscript":
         module = torch.jit.load(str(path))
         return lambda x: module(x)
