@@ -60,22 +60,6 @@ def logits(model, x):
     return out.logits if hasattr(out, "logits") else out
 
 
-def terminated_run(command: list[str], run_dir, seconds_in: float = 2.5) -> tuple[int, str]:
-    """Start a training command, send SIGTERM some steps in, and return its exit status and stderr."""
-    import signal
-    import subprocess
-    import time
-
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "config.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(seconds_in)
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    return process.returncode, err
-
-
 def coco_from_targets(targets: list[dict], image_sizes: list[tuple[int, int]], image_ids: list[int],
                       categories: list[dict], label_to_category: dict[int, int]):
     """A pycocotools COCO (the tests' known answers) ground truth built in memory from torchvision-style targets (annotation ids from 1)."""

@@ -88,12 +88,15 @@ def test_every_family_to_every_format_works_or_says_why(family, fmt, sources, tm
         assert max_abs_diff(logits(peer, x), model(x)) <= 1e-4
 
 
-PUBLISHED = {  # model: the formats a checkpoint of it comes in
+# model: formats a checkpoint of it comes in. Reading each format is format code, the same for every
+# model (every format of the two smallest V1/V2 models and of ConvNeXt-T, which a roadmap step shares
+# its architecture with); naming the model is not, so the larger models take two formats each.
+PUBLISHED = {
     "convnext_atto": ("official", "timm", "torchvision", "hf", "ours"),
     "convnext_tiny": ("official", "timm", "torchvision", "hf", "ours"),
-    "convnext_small": ("official", "timm", "torchvision", "hf", "ours"),
+    "convnext_small": ("torchvision", "ours"),
     "convnextv2_atto": ("official", "timm", "hf", "ours"),
-    "convnextv2_tiny": ("official", "timm", "hf", "ours"),
+    "convnextv2_tiny": ("official", "hf"),
 }
 NAMED = [(name, fmt) for name, formats in PUBLISHED.items() for fmt in formats]
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from ..deploy.backends import on_backend
 from ..deploy.compiled import Compiled
 from ..deploy.export import EXPORTED_SUFFIXES, load_exported
+from ..runtime.atomic import write_text
 from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"test_top1": metrics["top1"], "test_top5": metrics["top5"], "test_loss": metrics["loss"],
                "images": metrics["count"], "epochs": _trained_epochs(args.weights), "wall_s": time.time() - start,
                "run_dir": str(out), "per_class": dict(zip(names, metrics["per_class"]))}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "metrics.json", json.dumps(summary, indent=2))
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     for name, accuracy in summary["per_class"].items():
         say(f"  {name:<20} {100 * accuracy:6.2f}%")

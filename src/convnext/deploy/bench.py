@@ -18,6 +18,7 @@ from torch import nn
 from ..models.counting import count_macs
 from ..models.registry import create_model
 from ..runtime import autotune
+from ..runtime.atomic import atomic_file, write_text
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
 from .backends import on_backend, onnxruntime_runner, openvino_runner, require
@@ -328,9 +329,9 @@ def plot(report: dict, path) -> None:
         ax.set_title(title)
     figure.suptitle(f"{report['model']}, batch {report['batch']}, {report['input_size']}², {report['device']}")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
 
 
 def save(report: dict, path) -> None:
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2)
+    write_text(path, json.dumps(report, indent=2))

@@ -98,15 +98,20 @@ def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool =
         raise ValueError(f"--format openvino writes an IR: --output NAME.xml (its weights go beside it as NAME.bin)")
     with atomic_file(output) as tmp:
         written = tmp.with_suffix(".xml") if fmt == "openvino" else tmp  # OpenVINO names the .bin after the .xml
-        _write(model, fmt, written, dynamic_batch)
-        checks = check(model, written, fmt, dynamic_batch)
-        worst = max(diff for _, diff in checks)
-        if not worst <= TOLERANCE:
-            raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
-                               f"{output} not written")
-        if fmt == "openvino":
-            os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))  # the weights first, then the IR
-            os.replace(written, tmp)
+        try:
+            _write(model, fmt, written, dynamic_batch)
+            checks = check(model, written, fmt, dynamic_batch)
+            worst = max(diff for _, diff in checks)
+            if not worst <= TOLERANCE:
+                raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
+                                   f"{output} not written")
+            if fmt == "openvino":
+                os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))  # the weights first, then the IR
+                os.replace(written, tmp)
+        finally:  # a failed OpenVINO write leaves no stray IR beside the temporary
+            if written != tmp:
+                written.unlink(missing_ok=True)
+                written.with_suffix(".bin").unlink(missing_ok=True)
     with atomic_file(output.with_name(output.name + ".json")) as tmp:
         tmp.write_text(json.dumps(sidecar(model), indent=2))
     return checks

@@ -94,6 +94,11 @@ class Autotuner:
 
     def __init__(self):
         self.enabled = True
+        # False: keys not yet chosen take the default instead of being measured. A training run stops
+        # measuring at its first checkpoint, so that what it computes afterwards depends only on the
+        # checkpoint (which holds the choices): a resumed run and an uninterrupted one then take the same
+        # kernels for shapes first met later (detection's random scales), where two measurements may not.
+        self.measuring = True
         self._choices: dict[Key, str] = {}
         self._seconds: dict[Key, dict[str, float]] = {}  # each candidate's best time, for reports
         self._forced: dict[str, str] = {}  # op -> candidate, for tests that must cover every path
@@ -122,6 +127,8 @@ class Autotuner:
         if len(names) == 1 or not self.measurable(example):
             return names[0]
         entry = key
+        if entry not in self._choices and not self.measuring:
+            return names[0]
         if entry not in self._choices:
             seconds = self._seconds[entry] = timings(self.runnable(entry, candidates()), example.device)
             best = min(seconds, key=seconds.get)

@@ -20,7 +20,7 @@ def process_settings(deterministic: bool = False, threads: int | None = None) ->
     """Within the block: `deterministic` algorithms (which also stops cuDNN's and our autotuner from
     measuring: a measured choice may differ from run to run) and, if given, `threads` intra-op threads."""
     saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, tuner.enabled,
-             torch.get_num_threads())
+             torch.get_num_threads(), tuner.measuring)
     try:
         if deterministic:
             torch.use_deterministic_algorithms(True)
@@ -31,6 +31,6 @@ def process_settings(deterministic: bool = False, threads: int | None = None) ->
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0])
-        torch.backends.cudnn.benchmark, tuner.enabled = saved[1], saved[2]
+        torch.backends.cudnn.benchmark, tuner.enabled, tuner.measuring = saved[1], saved[2], saved[4]
         if torch.get_num_threads() != saved[3]:
             torch.set_num_threads(saved[3])

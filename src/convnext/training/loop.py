@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..runtime.atomic import WriteError, write_text
 from ..runtime.autotune import tuner
 from ..runtime.precision import amp_dtype
 from ..runtime.process import process_settings
@@ -152,7 +153,11 @@ class Loop:
         if self.ema:
             self.ema.load_state_dict(state["ema"])
         run_state.set_rng_state(state["rng"])
+        # Exactly the checkpoint's kernels, whatever this process chose before: the uninterrupted run
+        # stopped measuring at its first checkpoint, and so does this one.
+        tuner.reset()
         tuner.load_state_dict(state.get("kernels", {}))
+        tuner.measuring = False
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best_score = state.get("best_score", state.get("best_top1"))  # the key's name before 0.3
@@ -161,6 +166,7 @@ class Loop:
     def save(self, best: bool = False) -> None:
         if self.ctx.is_main:
             run_state.save(self.state(), self.run_dir, self.global_step, self.run.keep_checkpoints, best)
+        tuner.measuring = False  # from here on the run depends on the checkpoint alone (runtime/autotune.py)
 
     # --- the loop --------------------------------------------------------------------------------
     def loss(self, inputs, targets) -> torch.Tensor:
@@ -289,28 +295,44 @@ class Loop:
 def train(task_class: type[Task], recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
     """Train one run of a task; returns the summary (the task's scores, epochs, wall_s, run_dir, ...)."""
     context = distributed.setup(run.device)
+    run_dir = resume_dir or Path(run.output_dir or f"runs/{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     with contextlib.ExitStack() as cleanup:
         stop = cleanup.enter_context(stop_requests())
         cleanup.callback(distributed.teardown)
         cleanup.enter_context(process_settings(deterministic=run.deterministic))
-        return _train(task_class, recipe, run, say, resume_dir, context, stop)
+        if context.distributed and resume_dir is None and run.output_dir is None:
+            raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
+        try:
+            return _train(task_class, recipe, run, say, run_dir, resume_dir is not None, context, stop)
+        except WriteError as error:
+            raise TrainingError(write_failure(error, task_class, run_dir)) from error
 
 
-def _train(task_class: type[Task], recipe: Recipe, run: RunConfig, say, resume_dir: Path | None,
+def write_failure(error: WriteError, task_class: type[Task], run_dir: Path) -> str:
+    """What a failed write means for the run: which checkpoint is intact, and how to go on from it."""
+    fix = "free some space" if error.disk_full else f"make {error.destination.parent} writable"
+    if not (run_dir / CONFIG_FILE).is_file():
+        return f"{error}; nothing was saved: {fix} (or choose another --output-dir) and start again"
+    found = run_state.newest_intact(run_dir)
+    newest = (f"the newest intact checkpoint is {found[0]} (step {found[1]['global_step']})" if found
+              else "no checkpoint was written yet (resuming starts the run over)")
+    return f"{error}; {newest}. To go on, {fix}, then: {task_class.command} --resume {run_dir}"
+
+
+def _train(task_class: type[Task], recipe: Recipe, run: RunConfig, say, run_dir: Path, resuming: bool,
            context: distributed.Context, stop: list[int]) -> dict:
-    run_dir = resume_dir or Path(run.output_dir or f"runs/{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if context.distributed and resume_dir is None and run.output_dir is None:
-        raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
     run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir),
                        "task": task_class.name})
     loop = Loop(task_class(recipe, run, context), run, run_dir, context)
-    state = run_state.load_latest(run_dir) if resume_dir else None
+    if resuming:
+        run_state.remove_temporaries(run_dir)
+    state = run_state.load_latest(run_dir, say) if resuming else None
     if state:
         loop.restore(state)
     log = None
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_FILE).write_text(json.dumps(asdict(run), indent=2))
+        write_text(run_dir / CONFIG_FILE, json.dumps(asdict(run), indent=2))
         log = reporting.RunLog(run_dir, task_class.columns)
         log.truncate(loop.epoch)
         say(loop.started(resumed=state is not None))
@@ -321,7 +343,7 @@ def _train(task_class: type[Task], recipe: Recipe, run: RunConfig, say, resume_d
     if context.is_main:
         if (run_dir / reporting.METRICS_FILE).exists():
             reporting.plot_curves(run_dir / reporting.METRICS_FILE, run_dir / "curves.png")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         log.close()
     return summary
 

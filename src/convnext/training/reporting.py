@@ -1,11 +1,14 @@
 """What a run leaves for people: metrics.csv, TensorBoard events, and PNG plots."""
 import csv
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ..runtime.atomic import atomic_file, write_text  # noqa: E402
 
 METRICS_FILE = "metrics.csv"
 COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "epoch_s"]
@@ -25,12 +28,8 @@ class RunLog:
         self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def epoch(self, row: dict) -> None:
-        new = not self.csv_path.exists()
-        with self.csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        rows = read_metrics(self.csv_path) if self.csv_path.exists() else []
+        write_csv([*rows, row], self.columns, self.csv_path)  # rewritten whole: a full disk tears no row
         for key in self.columns[2:]:
             self.writer.add_scalar(key, row[key], row["step"])
         self.writer.flush()
@@ -39,13 +38,25 @@ class RunLog:
         """Drop rows past the checkpoint a resumed run restarts from."""
         if self.csv_path.exists():
             rows = [r for r in read_metrics(self.csv_path) if int(r["epoch"]) <= epochs_done]
-            with self.csv_path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, self.columns)
-                writer.writeheader()
-                writer.writerows(rows)
+            write_csv(rows, self.columns, self.csv_path)
 
     def close(self) -> None:
         self.writer.close()
+
+
+def write_csv(rows: list[dict], columns: list[str], destination: Path) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(destination, text.getvalue())
+
+
+def save_figure(figure, destination: Path) -> None:
+    """Write a figure atomically (the format from the file's suffix) and free it."""
+    with atomic_file(destination) as tmp:
+        figure.savefig(tmp, dpi=100, format=Path(destination).suffix.lstrip(".") or "png")
+    plt.close(figure)
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -72,8 +83,7 @@ def plot_curves(metrics_csv: Path, destination: Path) -> None:
         score_ax.set(xlabel="epoch", ylabel="%", title="Validation")
         score_ax.legend()
     figure.tight_layout()
-    figure.savefig(destination, dpi=100)
-    plt.close(figure)
+    save_figure(figure, destination)
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], destination: Path) -> None:
@@ -89,8 +99,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], destinati
                     ax.text(j, i, confusion[i][j], ha="center", va="center", fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
     figure.tight_layout()
-    figure.savefig(destination, dpi=100)
-    plt.close(figure)
+    save_figure(figure, destination)
 
 
 def plot_reconstructions(rows: dict, destination: Path) -> None:
@@ -110,5 +119,4 @@ def plot_reconstructions(rows: dict, destination: Path) -> None:
             if c == 0:
                 ax.set_ylabel(name)
     figure.tight_layout()
-    figure.savefig(destination, dpi=100)
-    plt.close(figure)
+    save_figure(figure, destination)

@@ -3,7 +3,6 @@
     convnext roadmap                              # the table
     convnext roadmap --train --epochs 10          # every R50 step on the built-in digits, then a chart
 """
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from ..models.counting import count_macs, count_params
 from ..models.registry import create_model
 from ..models.roadmap import R50, R200, Step
+from . import reporting
 from .recipes import Recipe
 from .loop import RunConfig, resume, train
 from .tasks import Classification
@@ -70,15 +70,12 @@ def train_steps(steps: list[Step], recipe: Recipe, run: RunConfig, output_dir: P
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    reporting.write_csv(rows, CSV_COLUMNS, path)
 
 
 def plot(rows: list[dict], path: Path, data_name: str) -> None:
     """In the spirit of the paper's Figure 2: per step, our accuracy beside the paper's, and the GMACs."""
-    from .reporting import plt
+    from .reporting import plt, save_figure
 
     names = [r["name"].split("_", 2)[2] for r in rows]
     y = range(len(rows))[::-1]
@@ -94,5 +91,4 @@ def plot(rows: list[dict], path: Path, data_name: str) -> None:
     macs.set(xlabel="GMACs at 224²", title="Compute")
     macs.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -4,6 +4,7 @@ A checkpoint holds everything a bit-exact resume needs: model, optimizer, schedu
 states, the RNG state, and the position in the data order, plus a checksum of all of it: a damaged
 file is skipped for the previous one rather than resumed from.
 """
+import os
 import re
 import shutil
 from pathlib import Path
@@ -48,28 +49,64 @@ def _checksum(state: dict) -> str:
 def save(state: dict, run_dir: Path, step: int, keep: int, best: bool = False) -> Path:
     folder = Path(run_dir) / CHECKPOINT_DIR
     path = folder / f"step-{step:08d}.pth"
-    with atomic_file(path) as tmp:
-        torch.save({**state, CHECKSUM: _checksum(state)}, tmp)
+    with atomic_file(path) as tmp, open(tmp, "wb") as file:
+        torch.save({**state, CHECKSUM: _checksum(state)}, file)  # through a Python file: a full disk says so
     if best:
         with atomic_file(folder / BEST) as tmp:
-            shutil.copyfile(path, tmp)
+            try:  # the same bytes: a second name costs no space (a copy where links are not allowed)
+                tmp.unlink()
+                os.link(path, tmp)
+            except OSError:
+                shutil.copyfile(path, tmp)
     for old in checkpoint_files(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_latest(run_dir: Path) -> dict | None:
-    """The newest readable checkpoint (an unreadable one is skipped with a note), or None."""
+def read(path: Path) -> dict:
+    """One checkpoint, its checksum verified; ValueError (or torch's error) when it is damaged."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    recorded = state.pop(CHECKSUM, None)
+    if recorded is not None and recorded != _checksum(state):
+        raise ValueError("damaged: checksum mismatch")
+    return state
+
+
+def newest_intact(run_dir: Path, say=None) -> tuple[Path, dict] | None:
+    """The newest checkpoint that reads back whole, and its state; a damaged newer one is skipped,
+    with a line through `say` naming it."""
     for path in checkpoint_files(run_dir):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            recorded = state.pop(CHECKSUM, None)
-            if recorded is not None and recorded != _checksum(state):
-                raise ValueError("damaged: checksum mismatch")
-            return state
+            return path, read(path)
         except Exception as error:  # a damaged file: fall back to the previous one
-            print(f"skipping unreadable checkpoint {path} ({(str(error).splitlines() or [type(error).__name__])[0]})")
+            if say:
+                say(f"skipping damaged checkpoint {path} ({(str(error).splitlines() or [type(error).__name__])[0]})")
     return None
+
+
+def load_latest(run_dir: Path, say=print) -> dict | None:
+    """The newest intact checkpoint's state (a damaged one is skipped with a note), or None.
+
+    Raises DamagedCheckpoints when there are checkpoints and none is intact: starting over silently
+    would throw the run's progress away."""
+    found = newest_intact(run_dir, say)
+    if found is None and checkpoint_files(run_dir):
+        newest = checkpoint_files(run_dir)[0]
+        raise DamagedCheckpoints(f"every checkpoint of {run_dir} is damaged (the newest: {newest}); to start the "
+                                 f"run over, delete {newest.parent}")
+    return found[1] if found else None
+
+
+class DamagedCheckpoints(ValueError):
+    """A run's checkpoints exist and none reads back whole."""
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete what a killed writer left: the hidden `.NAME.*.tmp` files and folders of `runtime.atomic`."""
+    strays = [p for p in Path(run_dir).rglob(".*.tmp")] if Path(run_dir).is_dir() else []
+    for stray in strays:
+        shutil.rmtree(stray) if stray.is_dir() else stray.unlink(missing_ok=True)
+    return strays
 
 
 def rng_state() -> dict:
