@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..runtime.atomic import atomic_file, write_text  # noqa: E402
+from ..runtime.atomic import atomic_file, reported_as_write_error, write_text  # noqa: E402
 
 METRICS_FILE = "metrics.csv"
 COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "epoch_s"]
@@ -25,14 +25,17 @@ class RunLog:
 
         self.run_dir, self.columns = run_dir, columns
         self.csv_path = run_dir / METRICS_FILE
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.events = run_dir / "tensorboard"  # appended to, as TensorBoard does: a failure is named all the same
+        with reported_as_write_error(self.events, run_dir):
+            self.writer = SummaryWriter(str(self.events))
 
     def epoch(self, row: dict) -> None:
         rows = read_metrics(self.csv_path) if self.csv_path.exists() else []
         write_csv([*rows, row], self.columns, self.csv_path)  # rewritten whole: a full disk tears no row
-        for key in self.columns[2:]:
-            self.writer.add_scalar(key, row[key], row["step"])
-        self.writer.flush()
+        with reported_as_write_error(self.events, self.run_dir):
+            for key in self.columns[2:]:
+                self.writer.add_scalar(key, row[key], row["step"])
+            self.writer.flush()
 
     def truncate(self, epochs_done: int) -> None:
         """Drop rows past the checkpoint a resumed run restarts from."""

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ...runtime.atomic import reported_as_write_error
+
 CLASSES = ("circle", "rectangle", "triangle")  # semantic ids 1..3, COCO category ids 1..3; 0 is background
 SPLITS = {"train": 400, "val": 100}
 VERSION = 1
@@ -99,7 +101,8 @@ def shapes_dataset(size: int = 128, seed: int = 0, cache: Path | None = None) ->
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        write_shapes(tmp, size, seed)
+        with reported_as_write_error(root):  # a full disk: one line naming the set's folder
+            write_shapes(tmp, size, seed)
         os.replace(tmp, root)  # another process may have won the race: its copy is the same
     except OSError:
         if not (root / "classes.txt").is_file():
