@@ -21,9 +21,9 @@ def train_tiny_run(directory) -> str:
     return str(directory)
 
 
-def app_for(run_dir: str, predictor_class=Predictor, **settings):
+def app_for(run_dir: str, predictor_class=Predictor, api_key: str | None = None, **settings):
     model = load_pretrained(run_dir)
-    return create_app(predictor_class(model), Settings(**{"cam_stage": 1, **settings}), "convnext_test")
+    return create_app(predictor_class(model), Settings(**{"cam_stage": 1, **settings}), "convnext_test", api_key)
 
 
 def png_bytes(value: int = 120, size=(8, 8), mode="L") -> bytes:

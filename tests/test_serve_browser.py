@@ -79,3 +79,26 @@ def test_page_shows_the_api_answer_and_the_error_for_a_non_image(browser, tmp_pa
         assert not browser.find_element(By.ID, "figure").is_displayed()  # no stale picture or heat map
         browser.save_screenshot(str(tmp_path / "page-error.png"))
     assert (tmp_path / "page-answer.png").stat().st_size > 0 and (tmp_path / "page-error.png").stat().st_size > 0
+
+
+def test_page_asks_for_the_key_of_a_keyed_service_and_sends_it(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    picture = tmp_path / "grey.png"
+    Image.new("L", (40, 40), 90).save(picture)
+    with running_server(app_for(train_tiny_run(tmp_path / "run"), api_key="page-key")) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        form = browser.find_element(By.ID, "key-form")
+        wait.until(lambda b: form.is_displayed())  # the description answered 401: the page asks
+        assert "API key" in browser.find_element(By.ID, "model").text
+        browser.find_element(By.ID, "key").send_keys("page-key")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait.until(lambda b: "convnext_test" in b.find_element(By.ID, "model").text)
+        assert not form.is_displayed()
+        browser.find_element(By.ID, "file").send_keys(str(picture))
+        state = lambda: browser.find_element(By.ID, "status").get_attribute("data-state")  # noqa: E731
+        wait.until(lambda b: state() in ("done", "error"))
+        assert state() == "done", browser.find_element(By.ID, "status").text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#results .row")) == 5

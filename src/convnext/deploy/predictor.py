@@ -37,6 +37,7 @@ class Predictor:
         self.num_classes = model.num_classes
         self.input_size, self.crop_pct = config["input_size"], config["crop_pct"]
         self.mean, self.std = config["mean"], config["std"]
+        self.interpolation, self.crop_mode = config["interpolation"], config["crop_mode"]
         self.transform = model_transform(model)
 
     @property

@@ -3,21 +3,27 @@
     POST /v1/predict?top_k=5&cam=1&cam_class=3   image bytes, or multipart with a `file` field
     GET  /v1/model                               classes, preprocessing, batching and limits
     GET  /ping, /v2/health/live, /v2/health/ready
+    GET  /v2, /v2/models/NAME, /v2/models/NAME/ready     the Open Inference Protocol (KServe V2, Triton)
+    POST /v2/models/NAME/infer                   its inference: JSON or the binary tensor data extension
     GET  /metrics                                Prometheus text
     GET  /                                       the page (one file, works offline)
 
-Every failure is `{"error": "...", "code": N}` with a 4xx status (503/504 for load), logged in one
-line; the next request is answered as if nothing happened.
+Every failure is `{"error": "...", "code": N}` with a 4xx status (503/504 for load) (`{"error": "..."}`
+on the protocol's routes), logged in one line; the next request is answered as if nothing happened.
+With an API key, every route but the health probes and the page needs `Authorization: Bearer KEY`
+(compared in constant time; 401 otherwise).
 """
 import asyncio
 import base64
 import contextlib
+import hmac
 import io
 import logging
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 
+import numpy as np
 import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +34,7 @@ from starlette.routing import Route
 
 from ..gradcam import overlay
 from ..predictor import Predictor, rank
+from . import oip
 from .batcher import Batcher, Overloaded
 from .images import MEDIA_TYPES, BadImage, decode
 from .metrics import Metrics
@@ -35,6 +42,7 @@ from .metrics import Metrics
 log = logging.getLogger("convnext.serve")
 RAW_TYPES = MEDIA_TYPES | {"application/octet-stream", ""}  # "" : no Content-Type at all
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+OPEN_PATHS = {"/ping", "/v2/health/live", "/v2/health/ready", "/"}  # probes and the page: no key needed
 
 
 @dataclass
@@ -59,10 +67,13 @@ class Job:
     top_k: int
     cam: bool
     cam_class: int | None  # None: the top-1 class
+    probabilities: bool = False  # also every class's probability (the protocol's output)
 
 
-def error_response(code: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code}, status_code=code, headers=headers)
+def error_response(code: int, message: str, headers: dict | None = None, protocol: bool = False) -> JSONResponse:
+    """Our error body, or the Open Inference Protocol's ({"error": message} alone) on its routes."""
+    body = {"error": message} if protocol else {"error": message, "code": code}
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 def png_data_url(picture) -> str:
@@ -72,8 +83,9 @@ def png_data_url(picture) -> str:
 
 
 class Service:
-    def __init__(self, predictor: Predictor, settings: Settings, model_name: str):
+    def __init__(self, predictor: Predictor, settings: Settings, model_name: str, api_key: str | None = None):
         self.predictor, self.settings, self.model_name = predictor, settings, model_name
+        self._key = api_key.encode() if api_key else None  # never logged, never in /v1/model
         self.metrics = Metrics()
         self.batcher: Batcher | None = None  # made in the lifespan: it needs the running loop
         self.ready = False
@@ -84,6 +96,9 @@ class Service:
         probabilities = self.predictor(batch)
         answers = [{"top": rank(row[None], job.top_k, self.predictor.class_names)[0]}
                    for job, row in zip(jobs, probabilities)]
+        for job, row, answer in zip(jobs, probabilities, answers):
+            if job.probabilities:
+                answer["probabilities"] = row.float().cpu().numpy()
         wanting = [i for i, job in enumerate(jobs) if job.cam]
         if wanting:
             classes = [answers[i]["top"][0]["index"] if jobs[i].cam_class is None else jobs[i].cam_class
@@ -124,23 +139,31 @@ class Service:
                                  "(convnext serve --backend pytorch has them)")
         return min(int(top_k), self.predictor.num_classes), wants_cam, cam_class
 
-    async def read_image_bytes(self, request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
         limit = int(self.settings.max_upload_mb * 2**20)
         too_large = HTTPError(413, f"body over the {self.settings.max_upload_mb:g} MB limit (--max-upload-mb)")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_large
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in RAW_TYPES and media != "multipart/form-data":
-            raise HTTPError(415, f"unsupported media type {media!r}: send the image's bytes "
-                                 "(Content-Type image/png, image/jpeg, ...) or a multipart form with a 'file' field")
         body, size = [], 0
         async for chunk in request.stream():  # counted as it arrives: Content-Length may lie or be absent
             size += len(chunk)
             if size > limit:
                 raise too_large
             body.append(chunk)
-        data = b"".join(body)
+        request.state.size = size
+        return b"".join(body)
+
+    @staticmethod
+    def media_type(request: Request) -> str:
+        return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    async def read_image_bytes(self, request: Request) -> bytes:
+        media = self.media_type(request)
+        if media not in RAW_TYPES and media != "multipart/form-data":
+            raise HTTPError(415, f"unsupported media type {media!r}: send the image's bytes "
+                                 "(Content-Type image/png, image/jpeg, ...) or a multipart form with a 'file' field")
+        data = await self.read_body(request)
         return await self.form_file(request, data) if media == "multipart/form-data" else data
 
     @staticmethod
@@ -164,23 +187,11 @@ class Service:
         started = time.perf_counter()
         top_k, cam, cam_class = self.parse_query(request)
         data = await self.read_image_bytes(request)
-        request.state.size = len(data)
         try:
             image = await run_in_threadpool(self.preprocess, data)
         except BadImage as error:
             raise HTTPError(400, str(error)) from None
-        if self.batcher is None:  # only outside a lifespan (a bare ASGI call without startup)
-            raise HTTPError(503, "not started", {"Retry-After": "1"})
-        try:
-            future = self.batcher.submit(Job(image, top_k, cam, cam_class))
-        except Overloaded as error:
-            raise HTTPError(503, f"busy: {error}; retry shortly", {"Retry-After": "1"}) from None
-        remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
-        try:
-            answer, timing = await asyncio.wait_for(future, max(remaining, 0.001))
-        except asyncio.TimeoutError:
-            raise HTTPError(504, f"no answer within {self.settings.request_timeout_s:g} s (--request-timeout-s)") from None
-        request.state.timing = timing
+        [(answer, timing)] = await self.run_jobs(request, [Job(image, top_k, cam, cam_class)], started)
         if "cam" in answer:
             crop, heat = answer["cam"].pop("overlay")
             answer["cam"]["png"] = await run_in_threadpool(lambda: png_data_url(overlay(crop, heat)))
@@ -188,6 +199,86 @@ class Service:
                   "timing_ms": {"queue": round(1000 * timing.queue_s, 3), "infer": round(1000 * timing.infer_s, 3),
                                 "batch_size": timing.batch_size}}
         return JSONResponse(answer)
+
+    async def run_jobs(self, request: Request, jobs: list[Job], started: float) -> list[tuple[dict, object]]:
+        """Through the batcher, all or none (503 when the queue cannot take them all); within the timeout."""
+        if self.batcher is None:  # only outside a lifespan (a bare ASGI call without startup)
+            raise HTTPError(503, "not started", {"Retry-After": "1"})
+        free = self.settings.queue_size - self.batcher.queue.qsize()
+        if len(jobs) > self.settings.queue_size:
+            raise HTTPError(413, f"a batch of {len(jobs)} images is over the queue's {self.settings.queue_size} "
+                                 "(--queue-size): send fewer per request")
+        if len(jobs) > free:
+            raise HTTPError(503, f"busy: {free} places left in the queue for {len(jobs)} images; retry shortly",
+                            {"Retry-After": "1"})
+        try:
+            futures = [self.batcher.submit(job) for job in jobs]
+        except Overloaded as error:
+            raise HTTPError(503, f"busy: {error}; retry shortly", {"Retry-After": "1"}) from None
+        remaining = self.settings.request_timeout_s - (time.perf_counter() - started)
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures), max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            raise HTTPError(504, f"no answer within {self.settings.request_timeout_s:g} s (--request-timeout-s)") from None
+        request.state.timing = results[-1][1]
+        return results
+
+    # ---- the Open Inference Protocol ----------------------------------------------------------
+    def check_model(self, request: Request) -> None:
+        name, version = request.path_params["model"], request.path_params.get("version", "1")
+        if name != self.model_name or version != "1":
+            raise HTTPError(404, f"no model {name!r} version {version!r} here; this server has "
+                                 f"{self.model_name!r} version '1'")
+
+    async def server_metadata(self, request: Request) -> Response:
+        from importlib.metadata import version
+
+        return JSONResponse(oip.server_metadata(version("convnext")))
+
+    async def model_metadata(self, request: Request) -> Response:
+        self.check_model(request)
+        p = self.predictor
+        preprocessing = {"mean": list(p.mean), "std": list(p.std), "crop_pct": p.crop_pct,
+                         "interpolation": p.interpolation, "crop_mode": p.crop_mode, "scale": "pixels / 255"}
+        return JSONResponse(oip.model_metadata(self.model_name, p.backend, self.class_names(), p.in_chans,
+                                               p.input_size, preprocessing))
+
+    async def model_ready(self, request: Request) -> Response:
+        self.check_model(request)
+        return JSONResponse({"name": self.model_name, "ready": self.ready}, status_code=200 if self.ready else 503)
+
+    def class_names(self) -> list[str]:
+        p = self.predictor
+        return list(p.class_names) if p.class_names else [str(i) for i in range(p.num_classes)]
+
+    async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
+        self.check_model(request)
+        media = self.media_type(request)
+        if media not in ("", "application/json", "application/octet-stream"):
+            raise HTTPError(415, f"unsupported media type {media!r}: the protocol's requests are application/json, "
+                                 "or application/octet-stream with Inference-Header-Content-Length")
+        body = await self.read_body(request)
+        p = self.predictor
+        try:
+            parsed = oip.parse_infer(body, request.headers.get(oip.HEADER_LENGTH), p.in_chans, p.input_size)
+        except oip.ProtocolError as error:
+            raise HTTPError(error.code, str(error)) from None
+        top_k = min(parsed.top_k, p.num_classes)
+        if parsed.images is not None:
+            images = []
+            for n, data in enumerate(parsed.images):
+                try:
+                    images.append(await run_in_threadpool(self.preprocess, data))
+                except BadImage as error:
+                    raise HTTPError(400, f"image {n} of the batch: {error}") from None
+        else:
+            images = list(torch.from_numpy(parsed.pixels.copy()))
+        results = await self.run_jobs(request, [Job(image, top_k, False, None, True) for image in images], started)
+        probabilities = np.stack([answer["probabilities"] for answer, _ in results])
+        labels = [[t["class"] for t in answer["top"]] for answer, _ in results]
+        content, headers = oip.encode_infer(parsed, self.model_name, probabilities, labels)
+        return Response(content, headers=headers)
 
     async def describe(self, request: Request) -> Response:
         p = self.predictor
@@ -217,17 +308,29 @@ class Service:
         return HTMLResponse(resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8"))
 
     # ---- plumbing ---------------------------------------------------------------------------
-    def logged(self, endpoint):
-        """Errors become JSON answers; every request is counted and logged in one line."""
+    def authorize(self, request: Request) -> None:
+        """With a key: `Authorization: Bearer KEY`, compared in constant time, or 401."""
+        if self._key is None or request.url.path in OPEN_PATHS:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._key):
+            reason = "a wrong API key" if scheme.lower() == "bearer" else "no API key"
+            raise HTTPError(401, f"{reason}: send the header 'Authorization: Bearer <key>'",
+                            {"WWW-Authenticate": 'Bearer realm="convnext"'})
+
+    def logged(self, endpoint, protocol: bool = False):
+        """Errors become JSON answers (the protocol's form on its routes); every request is authorized,
+        counted and logged in one line."""
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             try:
+                self.authorize(request)
                 response = await endpoint(request)
             except HTTPError as error:
-                response = error_response(error.code, error.message, error.headers)
+                response = error_response(error.code, error.message, error.headers, protocol)
             except Exception:
                 log.exception("internal error on %s", request.url.path)
-                response = error_response(500, "internal error (logged by the server)")
+                response = error_response(500, "internal error (logged by the server)", protocol=protocol)
             self.account(request, response.status_code, time.perf_counter() - started)
             return response
         return wrapped
@@ -264,16 +367,25 @@ class Service:
 
     async def not_found(self, request: Request, error: HTTPException) -> Response:
         self.account(request, error.status_code, 0.0, route="unrouted")  # a label per stray path would grow forever
-        return error_response(error.status_code, f"{error.detail}: {request.method} {request.url.path}")
+        return error_response(error.status_code, f"{error.detail}: {request.method} {request.url.path}",
+                              protocol=request.url.path.startswith("/v2"))
 
 
-def create_app(predictor: Predictor, settings: Settings | None = None, model_name: str = "convnext") -> Starlette:
-    service = Service(predictor, settings or Settings(), model_name)
+def create_app(predictor: Predictor, settings: Settings | None = None, model_name: str = "convnext",
+               api_key: str | None = None) -> Starlette:
+    service = Service(predictor, settings or Settings(), model_name, api_key)
     routes = [("/v1/predict", service.predict, ["POST"]), ("/v1/model", service.describe, ["GET"]),
               ("/ping", service.ping, ["GET"]), ("/v2/health/live", service.live, ["GET"]),
               ("/v2/health/ready", service.readiness, ["GET"]), ("/metrics", service.metrics_text, ["GET"]),
               ("/", service.page, ["GET"])]
-    app = Starlette(routes=[Route(path, service.logged(endpoint), methods=methods) for path, endpoint, methods in routes],
+    model = "/v2/models/{model}"
+    protocol = [("/v2", service.server_metadata, ["GET"])] + [
+        (f"{model}{version}{path}", endpoint, methods) for version in ("", "/versions/{version}")
+        for path, endpoint, methods in (("", service.model_metadata, ["GET"]), ("/ready", service.model_ready, ["GET"]),
+                                        ("/infer", service.infer, ["POST"]))]
+    app = Starlette(routes=[Route(path, service.logged(endpoint), methods=methods) for path, endpoint, methods in routes]
+                    + [Route(path, service.logged(endpoint, protocol=True), methods=methods)
+                       for path, endpoint, methods in protocol],
                     lifespan=service.lifespan, exception_handlers={HTTPException: service.not_found})
     app.state.service = service
     return app
