@@ -39,7 +39,8 @@ class Report:
 
 
 async def load(url: str, body: bytes, requests: int = 200, concurrency: int = 8, content_type: str = "image/png",
-               query: str = "top_k=5", time_cap_s: float = 120.0, keep_answers: bool = False) -> Report:
+               query: str = "top_k=5", time_cap_s: float = 120.0, keep_answers: bool = False,
+               headers: dict | None = None) -> Report:
     import httpx
 
     report = Report(concurrency, 0.0)
@@ -50,7 +51,7 @@ async def load(url: str, body: bytes, requests: int = 200, concurrency: int = 8,
         for _ in remaining:  # one shared iterator: the clients share the request count
             sent = time.perf_counter()
             response = await http.post(f"{url}/v1/predict?{query}", content=body,
-                                       headers={"Content-Type": content_type})
+                                       headers={"Content-Type": content_type, **(headers or {})})
             report.statuses[response.status_code] += 1
             if response.status_code == 200:
                 report.latencies_s.append(time.perf_counter() - sent)
