@@ -231,3 +231,48 @@ def test_key_sources_and_their_errors(tmp_path, monkeypatch):
                        ({"api_key": "k", "no_api_key": True}, "contradict")):
         with pytest.raises(ValueError, match=words):
             api_key(Namespace(**{**args, **bad}))
+
+
+def test_the_protocol_serves_other_backends_too(run_dir, pictures, predicted):
+    """An app on ONNX Runtime answers the same infer request with the same probabilities (float32 engines
+    differ in the last bits)."""
+    from convnext.deploy.predictor import Predictor
+
+    with running_server(app_for(run_dir, predictor_class=lambda m: Predictor(m, backend="onnxruntime"))) as url:
+        images = triton.InferInput("images", [len(pictures)], "BYTES")
+        images.set_data_from_numpy(np.array([p.read_bytes() for p in pictures], dtype=np.object_))
+        result = client(url).infer(MODEL, [images])
+        assert client(url).get_model_metadata(MODEL)["platform"] == "onnxruntime"
+    probabilities = result.as_numpy("probabilities")
+    for row, answer in zip(probabilities, predicted):
+        for top in answer["top"]:
+            assert row[top["index"]] == pytest.approx(top["probability"], abs=1e-4)
+
+
+def test_no_request_body_makes_a_500(run_dir):
+    """Arbitrary JSON, and arbitrary bytes behind a binary header, get 4xx answers, never a 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from starlette.testclient import TestClient
+
+    leaves = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=8)
+    values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "binary_data_size",
+                         "top_k", "binary_data", "id"]), inner, max_size=5), max_leaves=20)
+    tensor = st.fixed_dictionaries({"name": st.text(max_size=4), "shape": st.lists(st.integers(-2, 4), max_size=4),
+                                    "datatype": st.sampled_from(["BYTES", "FP32", "INT8"]), "data": values},
+                                   optional={"parameters": values})
+    bodies = values | st.builds(lambda t, rest: {"inputs": [t], **rest}, tensor, st.dictionaries(
+        st.sampled_from(["outputs", "parameters", "id"]), values, max_size=2))
+
+    with TestClient(app_for(run_dir)) as http:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(bodies, st.binary(max_size=64), st.booleans())
+        def never_500(body, tail, binary):
+            header = json.dumps(body).encode()
+            headers = {"Inference-Header-Content-Length": str(len(header))} if binary else {}
+            answer = http.post(f"/v2/models/{MODEL}/infer", content=header + (tail if binary else b""), headers=headers)
+            assert answer.status_code in (200, 400, 413, 422), (body, answer.text)
+            assert answer.status_code == 200 or set(answer.json()) == {"error"}
+
+        never_500()

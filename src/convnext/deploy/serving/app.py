@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from ..gradcam import overlay
 from ..predictor import Predictor, rank
-from . import oip
+from .oip import HEADER_LENGTH, ProtocolError, encode_infer, model_metadata, parse_infer, server_metadata
 from .batcher import Batcher, Overloaded
 from .images import MEDIA_TYPES, BadImage, decode
 from .metrics import Metrics
@@ -230,20 +230,20 @@ class Service:
             raise HTTPError(404, f"no model {name!r} version {version!r} here; this server has "
                                  f"{self.model_name!r} version '1'")
 
-    async def server_metadata(self, request: Request) -> Response:
+    async def v2_server(self, request: Request) -> Response:
         from importlib.metadata import version
 
-        return JSONResponse(oip.server_metadata(version("convnext")))
+        return JSONResponse(server_metadata(version("convnext")))
 
-    async def model_metadata(self, request: Request) -> Response:
+    async def v2_model(self, request: Request) -> Response:
         self.check_model(request)
         p = self.predictor
         preprocessing = {"mean": list(p.mean), "std": list(p.std), "crop_pct": p.crop_pct,
                          "interpolation": p.interpolation, "crop_mode": p.crop_mode, "scale": "pixels / 255"}
-        return JSONResponse(oip.model_metadata(self.model_name, p.backend, self.class_names(), p.in_chans,
+        return JSONResponse(model_metadata(self.model_name, p.backend, self.class_names(), p.in_chans,
                                                p.input_size, preprocessing))
 
-    async def model_ready(self, request: Request) -> Response:
+    async def v2_model_ready(self, request: Request) -> Response:
         self.check_model(request)
         return JSONResponse({"name": self.model_name, "ready": self.ready}, status_code=200 if self.ready else 503)
 
@@ -251,7 +251,7 @@ class Service:
         p = self.predictor
         return list(p.class_names) if p.class_names else [str(i) for i in range(p.num_classes)]
 
-    async def infer(self, request: Request) -> Response:
+    async def v2_infer(self, request: Request) -> Response:
         started = time.perf_counter()
         self.check_model(request)
         media = self.media_type(request)
@@ -261,8 +261,8 @@ class Service:
         body = await self.read_body(request)
         p = self.predictor
         try:
-            parsed = oip.parse_infer(body, request.headers.get(oip.HEADER_LENGTH), p.in_chans, p.input_size)
-        except oip.ProtocolError as error:
+            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), p.in_chans, p.input_size)
+        except ProtocolError as error:
             raise HTTPError(error.code, str(error)) from None
         top_k = min(parsed.top_k, p.num_classes)
         if parsed.images is not None:
@@ -277,7 +277,7 @@ class Service:
         results = await self.run_jobs(request, [Job(image, top_k, False, None, True) for image in images], started)
         probabilities = np.stack([answer["probabilities"] for answer, _ in results])
         labels = [[t["class"] for t in answer["top"]] for answer, _ in results]
-        content, headers = oip.encode_infer(parsed, self.model_name, probabilities, labels)
+        content, headers = encode_infer(parsed, self.model_name, probabilities, labels)
         return Response(content, headers=headers)
 
     async def describe(self, request: Request) -> Response:
@@ -318,9 +318,10 @@ class Service:
             raise HTTPError(401, f"{reason}: send the header 'Authorization: Bearer <key>'",
                             {"WWW-Authenticate": 'Bearer realm="convnext"'})
 
-    def logged(self, endpoint, protocol: bool = False):
+    def logged(self, endpoint, route: str, protocol: bool = False):
         """Errors become JSON answers (the protocol's form on its routes); every request is authorized,
-        counted and logged in one line."""
+        counted under its route's template (a model name in the path does not make a new series) and
+        logged in one line."""
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
             try:
@@ -331,7 +332,7 @@ class Service:
             except Exception:
                 log.exception("internal error on %s", request.url.path)
                 response = error_response(500, "internal error (logged by the server)", protocol=protocol)
-            self.account(request, response.status_code, time.perf_counter() - started)
+            self.account(request, response.status_code, time.perf_counter() - started, route)
             return response
         return wrapped
 
@@ -379,12 +380,13 @@ def create_app(predictor: Predictor, settings: Settings | None = None, model_nam
               ("/v2/health/ready", service.readiness, ["GET"]), ("/metrics", service.metrics_text, ["GET"]),
               ("/", service.page, ["GET"])]
     model = "/v2/models/{model}"
-    protocol = [("/v2", service.server_metadata, ["GET"])] + [
+    protocol = [("/v2", service.v2_server, ["GET"])] + [
         (f"{model}{version}{path}", endpoint, methods) for version in ("", "/versions/{version}")
-        for path, endpoint, methods in (("", service.model_metadata, ["GET"]), ("/ready", service.model_ready, ["GET"]),
-                                        ("/infer", service.infer, ["POST"]))]
-    app = Starlette(routes=[Route(path, service.logged(endpoint), methods=methods) for path, endpoint, methods in routes]
-                    + [Route(path, service.logged(endpoint, protocol=True), methods=methods)
+        for path, endpoint, methods in (("", service.v2_model, ["GET"]), ("/ready", service.v2_model_ready, ["GET"]),
+                                        ("/infer", service.v2_infer, ["POST"]))]
+    app = Starlette(routes=[Route(path, service.logged(endpoint, path), methods=methods)
+                            for path, endpoint, methods in routes]
+                    + [Route(path, service.logged(endpoint, path, protocol=True), methods=methods)
                        for path, endpoint, methods in protocol],
                     lifespan=service.lifespan, exception_handlers={HTTPException: service.not_found})
     app.state.service = service

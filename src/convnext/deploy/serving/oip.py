@@ -80,6 +80,14 @@ def _bytes_elements(blob: bytes, count: int) -> list[bytes]:
     return elements
 
 
+def _object(value, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _flat(data) -> list:
     out = []
     stack = [data]
@@ -108,7 +116,7 @@ def parse_infer(body: bytes, header_length: str | None, in_chans: int, input_siz
     if shape[0] == -1:  # the batch as the data says (TorchServe's KServe examples send [-1])
         per_item = int(np.prod(shape[1:]))
         shape = [len(_flat(tensor["data"])) // max(per_item, 1), *shape[1:]]
-    parameters = tensor.get("parameters") or {}
+    parameters = _object(tensor.get("parameters"), "an input's parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
@@ -152,7 +160,7 @@ def parse_infer(body: bytes, header_length: str | None, in_chans: int, input_siz
     if count == 0:
         raise ProtocolError("the batch is empty")
 
-    request_parameters = header.get("parameters") or {}
+    request_parameters = _object(header.get("parameters"), "the request's parameters")
     top_k = request_parameters.get("top_k", default_top_k)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ProtocolError(f"parameter top_k must be a positive integer, got {top_k!r}", 422)
@@ -166,7 +174,7 @@ def parse_infer(body: bytes, header_length: str | None, in_chans: int, input_siz
             name = output.get("name") if isinstance(output, dict) else None
             if name not in OUTPUTS:
                 raise ProtocolError(f"unknown output {name!r}: this model has {', '.join(OUTPUTS)}")
-            outputs[name] = bool((output.get("parameters") or {}).get("binary_data", all_binary))
+            outputs[name] = bool(_object(output.get("parameters"), "an output's parameters").get("binary_data", all_binary))
     return InferRequest(header.get("id"), images, pixels, top_k, outputs)
 
 
