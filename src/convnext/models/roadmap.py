@@ -195,7 +195,7 @@ def _path(prefix: str, start: RoadmapConfig, rows: Sequence[tuple]) -> list[Step
     return steps
 
 
-R50 = _path("roadmap_r50", RoadmapConfig(), [
+R50_ROWS = [
     ("00_resnet50", "ResNet-50 (torchvision v1.5), original recipe", 76.1, 4.09, {}),
     ("01_enhanced_recipe", "training only: the paper's recipe", 78.8, 4.09, {}),
     ("02_stage_ratio", "blocks per stage (3,4,6,3) -> (3,3,9,3)", 79.4, 4.53, {"depths": (3, 3, 9, 3)}),
@@ -214,7 +214,8 @@ R50 = _path("roadmap_r50", RoadmapConfig(), [
     ("12_layer_norm", "BatchNorm -> LayerNorm", 81.5, 4.46, {"layer_norm": True}),
     ("13_separate_downsampling", "LN + 2x2/2 conv between stages (+ layer scale) = ConvNeXt-T", 82.0, 4.49,
      {"separate_downsampling": True, "layer_scale": 1e-6}),
-])
+]
+R50 = _path("roadmap_r50", RoadmapConfig(), R50_ROWS)
 
 R200 = _path("roadmap_r200", RoadmapConfig(depths=(3, 24, 36, 3)), [
     ("00_resnet200", "ResNet-200, original recipe", 78.20, 15.01, {}),
@@ -238,7 +239,21 @@ R200 = _path("roadmap_r200", RoadmapConfig(depths=(3, 24, 36, 3)), [
      {"separate_downsampling": True, "layer_scale": 1e-6}),
 ])
 
-STEPS = {step.name: step for step in (*R50, *R200)}
+# The same decisions in the same order at a size two CPU cores train on the built-in scenes (the
+# roadmap study, training/roadmap_study.py): a bottleneck ResNet of (2, 2, 2, 2) blocks, widths 32-256,
+# to ConvNeXt-atto ((2, 2, 6, 2), 40-320). The paper's figures beside each step are the R50 path's.
+SMALL_ROWS = {  # the R50 rows that differ at this size: (suffix, change, diff); the others are R50's
+    "00_resnet50": ("00_resnet", "a small bottleneck ResNet, (2,2,2,2) blocks, original recipe", {}),
+    "02_stage_ratio": ("02_stage_ratio", "blocks per stage (2,2,2,2) -> (2,2,6,2)", {"depths": (2, 2, 6, 2)}),
+    "05_width": ("05_width", "width 32 -> 40 (ConvNeXt-atto's channels)", {"widths": (40, 80, 160, 320)}),
+    "13_separate_downsampling": ("13_separate_downsampling", "LN + 2x2/2 conv between stages (+ layer scale) = "
+                                 "ConvNeXt-atto", {"separate_downsampling": True, "layer_scale": 1e-6}),
+}
+SMALL = _path("roadmap_small", RoadmapConfig(depths=(2, 2, 2, 2), widths=(32, 64, 128, 256)), [
+    (SMALL_ROWS[suffix][0], SMALL_ROWS[suffix][1], top1, gmacs, SMALL_ROWS[suffix][2]) if suffix in SMALL_ROWS
+    else (suffix, change, top1, gmacs, diff) for suffix, change, top1, gmacs, diff in R50_ROWS])
+
+STEPS = {step.name: step for step in (*R50, *R200, *SMALL)}
 RESNET, CONVNEXT = R50[0].config, R50[-1].config  # the two ends of the path
 
 

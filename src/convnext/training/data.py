@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_transform
 from .augmentation import BatchedCropFlip, SeededAugmentation, train_transform
 from .recipes import Recipe
+from .scenes import CLASSES as SCENE_CLASSES, parse as scenes_named, scenes as scene_arrays
 from .sources import ShardImages, SourceError, hub_data, hub_eval_split, is_hub_data, is_shards
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
@@ -159,6 +160,12 @@ def _digits(seed: int):
     return TensorImages(images[train], labels[train]), TensorImages(images[test], labels[test]), names
 
 
+def _scenes(train_images: int, seed: int):
+    """The built-in scenes (training/scenes.py): N training images from `seed`, the fixed 5,000 test images."""
+    train_images, train_labels, test_images, test_labels = scene_arrays(train_images, seed)
+    return TensorImages(train_images, train_labels), TensorImages(test_images, test_labels), list(SCENE_CLASSES)
+
+
 def _sample(dataset: Dataset, size: int, seed: int) -> Dataset:
     if size >= len(dataset):
         return dataset
@@ -213,6 +220,9 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
     if data == "digits":
         train, val, names = _digits(seed)
         in_chans, mean, std = 1, (0.5,), (0.5,)
+    elif scenes_named(data):
+        train, val, names = _scenes(scenes_named(data), seed)
+        in_chans, (mean, std) = 3, normalisation or (IMAGENET_MEAN, IMAGENET_STD)
     elif is_hub_data(data) or is_shards(data):
         train, val, names = _other_source(data, seed, val_split, on_bad_image, skipped, unlabelled, columns)
         in_chans, (mean, std) = 3, normalisation or (IMAGENET_MEAN, IMAGENET_STD)
@@ -268,6 +278,9 @@ def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: f
     if data == "digits":
         _, dataset, names = _digits(0)
         channels, crop = 1, crop_pct or saved_crop or 1.0  # 8x8 scans: nothing to crop away
+    elif scenes_named(data):
+        _, dataset, names = _scenes(scenes_named(data) if ":" in data else 0, 0)  # the fixed test set
+        channels, crop = 3, crop_pct or saved_crop or 1.0
     elif is_hub_data(data) or is_shards(data):
         try:
             dataset = hub_eval_split(data, *columns) if is_hub_data(data) else ShardImages(data, "error", [])

@@ -55,7 +55,7 @@ class Task:
 
     def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
         recipe = self.recipe
-        return build_optimizer(model, lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2)
+        return build_optimizer(model, lr, recipe.weight_decay, recipe.layer_decay, recipe.beta2, kind=recipe.optimizer)
 
     def distribute(self, model: nn.Module) -> nn.Module:
         return DistributedDataParallel(model)

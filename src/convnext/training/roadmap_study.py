@@ -1,0 +1,179 @@
+"""The roadmap as a study: every step trained with several seeds, the paper's recipe for each, means
+with 95% intervals, and each step's change from the one it builds on (paired by seed).
+
+    convnext roadmap --train --regime small --data scenes             # every step and branch, 3 seeds
+    convnext roadmap --train --regime small --data scenes --quick     # steps 0, 1 and the last, 2 seeds
+
+Step 0 trains with the classic ResNet recipe and every later step with the modernised one
+(`recipes.ROADMAP_RECIPES`). Each (step, seed) is one run directory, `STEP/seed-K`: a finished one is
+read back, an interrupted one resumed, so the study continues where it stopped. One progress bar counts
+the study's epochs and says the time left.
+"""
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..checkpoints.weights import load_pretrained
+from ..models.roadmap import Step
+from . import reporting
+from .loop import RunConfig, resume, train
+from .recipes import ROADMAP_RECIPES, ClassifyRecipe
+from .roadmap_runs import step_row
+from .tasks import Classification
+
+STUDY_COLUMNS = ["name", "change", "params", "gmacs", "infer_img_s", "seeds", "top1_mean", "top1_std", "top1_ci95",
+                 "delta", "delta_ci95", "base", "paper_top1", "paper_delta", "top1_per_seed"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much of the study to run: which steps (None: all), seeds, training images and epochs."""
+    seeds: int = 3
+    steps: tuple[str, ...] | None = None
+    train_images: int = 16_000
+    epochs: int = 5
+    batch_size: int | None = None  # None: the recipe's
+
+
+PRESETS = {
+    "full": Preset(),
+    # Step 0 against the last step (and step 1, the recipe alone), 2 seeds: about 30 minutes on 2 cores.
+    "quick": Preset(seeds=2, steps=("00", "01", "13"), train_images=8_000, epochs=4),
+}
+
+
+def recipe_for(step: Step, index: int, preset: Preset, recipe: ClassifyRecipe | None = None) -> ClassifyRecipe:
+    """`recipe` for every step if given, else the classic one for step 0 (the ResNet as published) and
+    the modernised one from step 1 on; at the preset's epochs and batch."""
+    chosen = recipe or ROADMAP_RECIPES["classic" if index == 0 else "modern"]
+    return chosen.update(model=step.name, epochs=preset.epochs, batch_size=preset.batch_size)
+
+
+def bases(steps: list[Step]) -> dict[str, str | None]:
+    """The step each step's change is measured from: the main-line step before it (a kernel branch is
+    measured from the step its row changes)."""
+    out, main = {}, None
+    for step in steps:
+        out[step.name] = main
+        if not step.name.endswith(("_kernel5", "_kernel9", "_kernel11")):
+            main = step.name
+    return out
+
+
+def t_quantile(samples: int) -> float:
+    """t(0.975, n-1): the 95% two-sided quantile for a mean of `samples` values."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, samples - 1)) if samples > 1 else math.nan
+
+
+def interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, sample std, half-width of the 95% interval of the mean)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    return mean, std, t_quantile(n) * std / math.sqrt(n) if n > 1 else math.nan
+
+
+def inference_speed(step: Step, size: int, classes: int, channels: int = 3, batch: int = 64) -> float:
+    """Images per second of the step's network in eval mode (random weights, float32, this machine)."""
+    import torch
+
+    from ..models.registry import create_model
+
+    model = create_model(step.name, num_classes=classes, in_chans=channels).eval()
+    x = torch.randn(batch, channels, size, size)
+    with torch.no_grad():
+        model(x)
+        started, runs = time.perf_counter(), 0
+        while time.perf_counter() - started < 1.0 or runs < 2:
+            model(x)
+            runs += 1
+    return batch * runs / (time.perf_counter() - started)
+
+
+def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Path,
+              recipe: ClassifyRecipe | None = None) -> list[dict]:
+    """Train every (step, seed) not yet finished and return one row per step (see STUDY_COLUMNS); with
+    `recipe`, that one for every step instead of the classic and modern ones."""
+    total = len(steps) * preset.seeds * preset.epochs
+    bar = tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05)
+    results: dict[str, dict[int, float]] = {}
+    for index, step in enumerate(steps):
+        for seed in range(run.seed, run.seed + preset.seeds):
+            run_dir = output_dir / step.name / f"seed-{seed}"
+            summary_file = run_dir / "summary.json"
+            if summary_file.is_file():
+                bar.update(preset.epochs)
+            else:
+                def progress(text: str) -> None:  # the loop says one line an epoch
+                    if text.startswith("epoch "):
+                        bar.update(1)
+
+                if (run_dir / "config.json").is_file():
+                    done = len(reporting.read_metrics(run_dir / reporting.METRICS_FILE)) \
+                        if (run_dir / reporting.METRICS_FILE).is_file() else 0
+                    bar.update(done)
+                    resume(Classification, run_dir, say=progress, max_steps=run.max_steps)
+                else:
+                    step_run = replace(run, seed=seed, output_dir=str(run_dir))
+                    train(Classification, recipe_for(step, index, preset, recipe), step_run, say=progress)
+            summary = json.loads(summary_file.read_text())
+            results.setdefault(step.name, {})[seed] = summary["test_top1"]
+        bar.set_postfix(step=step.name.split("_", 2)[2], refresh=False)
+    bar.close()
+
+    rows, base_of = [], bases(steps)
+    trained = load_pretrained(output_dir / steps[0].name / f"seed-{run.seed}")  # the data's classes and size
+    classes, size, channels = len(trained.class_names), trained.data_config["input_size"], trained.in_chans
+    for step in steps:
+        per_seed = results[step.name]
+        mean, std, half = interval([100 * v for v in per_seed.values()])
+        row = {**step_row(step, size, classes), "infer_img_s": round(inference_speed(step, size, classes, channels), 1),
+               "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
+               "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
+               "top1_per_seed": " ".join(f"{100 * per_seed[s]:.2f}" for s in sorted(per_seed))}
+        base = base_of[step.name]
+        if base in results:  # paired by seed: the shared noise of a seed cancels
+            shared = sorted(set(per_seed) & set(results[base]))
+            delta, _, delta_half = interval([100 * (per_seed[s] - results[base][s]) for s in shared])
+            paper = next(s for s in steps if s.name == base).paper_top1
+            row.update(delta=round(delta, 2), delta_ci95=round(delta_half, 2),
+                       paper_delta=round(step.paper_top1 - paper, 1))
+        rows.append(row)
+    return rows
+
+
+def write_study_csv(rows: list[dict], path: Path) -> None:
+    reporting.write_csv(rows, STUDY_COLUMNS, path)
+
+
+def plot_study(rows: list[dict], path: Path, data_name: str) -> None:
+    """Figure 2's layout with error bars: per step our mean top-1 ± its 95% interval beside the paper's,
+    and each step's change from the one it builds on, ours (± interval) against the paper's."""
+    from .reporting import plt, save_figure
+
+    names = [r["name"].split("_", 2)[2] for r in rows]
+    y = list(range(len(rows)))[::-1]
+    figure, (acc, delta) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.4), sharey=True)
+    errors = [0 if math.isnan(r["top1_ci95"]) else r["top1_ci95"] for r in rows]
+    acc.barh([v + 0.2 for v in y], [r["top1_mean"] for r in rows], 0.4, xerr=errors, capsize=3,
+             label=f"ours ({data_name}), mean ± 95% interval", color="tab:blue")
+    acc.barh([v - 0.2 for v in y], [r["paper_top1"] for r in rows], 0.4, label="paper (ImageNet-1K)", color="tab:gray")
+    acc.set(yticks=y, yticklabels=names, xlabel="top-1 accuracy (%)", title="Accuracy")
+    low = min(min(r["top1_mean"] - e for r, e in zip(rows, errors)), min(r["paper_top1"] for r in rows))
+    acc.set_xlim(max(0, low - 5), 100)
+    acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, fontsize=8)
+    ours = [r.get("delta", 0) or 0 for r in rows]
+    ours_err = [0 if math.isnan(r.get("delta_ci95", math.nan) or math.nan) else r["delta_ci95"] for r in rows]
+    delta.barh([v + 0.2 for v in y], ours, 0.4, xerr=ours_err, capsize=3, label="ours (paired by seed)", color="tab:blue")
+    delta.barh([v - 0.2 for v in y], [r.get("paper_delta", 0) or 0 for r in rows], 0.4, label="paper", color="tab:gray")
+    delta.axvline(0, color="black", linewidth=0.8)
+    delta.set(xlabel="change from the step it builds on (points)", title="Each step's change")
+    delta.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
