@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 def test_two_ray_serve_replicas_answer_as_one_server(run_dir, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     from ray import serve
 
     from convnext.deploy.serving import replicas

@@ -101,31 +101,13 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     """Train every (step, seed) not yet finished and return one row per step (see STUDY_COLUMNS); with
     `recipe`, that one for every step instead of the classic and modern ones."""
     total = len(steps) * preset.seeds * preset.epochs
-    bar = tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05)
     results: dict[str, dict[int, float]] = {}
-    for index, step in enumerate(steps):
-        for seed in range(run.seed, run.seed + preset.seeds):
-            run_dir = output_dir / step.name / f"seed-{seed}"
-            summary_file = run_dir / "summary.json"
-            if summary_file.is_file():
-                bar.update(preset.epochs)
-            else:
-                def progress(text: str) -> None:  # the loop says one line an epoch
-                    if text.startswith("epoch "):
-                        bar.update(1)
-
-                if (run_dir / "config.json").is_file():
-                    done = len(reporting.read_metrics(run_dir / reporting.METRICS_FILE)) \
-                        if (run_dir / reporting.METRICS_FILE).is_file() else 0
-                    bar.update(done)
-                    resume(Classification, run_dir, say=progress, max_steps=run.max_steps)
-                else:
-                    step_run = replace(run, seed=seed, output_dir=str(run_dir))
-                    train(Classification, recipe_for(step, index, preset, recipe), step_run, say=progress)
-            summary = json.loads(summary_file.read_text())
-            results.setdefault(step.name, {})[seed] = summary["test_top1"]
-        bar.set_postfix(step=step.name.split("_", 2)[2], refresh=False)
-    bar.close()
+    with tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:  # closed on errors too
+        for index, step in enumerate(steps):
+            for seed in range(run.seed, run.seed + preset.seeds):
+                results.setdefault(step.name, {})[seed] = _trained(step, index, seed, preset, run, output_dir,
+                                                                   recipe, bar)
+            bar.set_postfix(step=step.name.split("_", 2)[2], refresh=False)
 
     rows, base_of = [], bases(steps)
     trained = load_pretrained(output_dir / steps[0].name / f"seed-{run.seed}")  # the data's classes and size
@@ -146,6 +128,28 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
                        paper_delta=round(step.paper_top1 - paper, 1))
         rows.append(row)
     return rows
+
+
+def _trained(step: Step, index: int, seed: int, preset: Preset, run: RunConfig, output_dir: Path,
+             recipe: ClassifyRecipe | None, bar: tqdm) -> float:
+    """The test top-1 of one (step, seed): read back when finished, else resumed or trained."""
+    run_dir = output_dir / step.name / f"seed-{seed}"
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        bar.update(preset.epochs)
+    else:
+        def progress(text: str) -> None:  # the loop says one line an epoch
+            if text.startswith("epoch "):
+                bar.update(1)
+
+        if (run_dir / "config.json").is_file():
+            metrics = run_dir / reporting.METRICS_FILE
+            bar.update(len(reporting.read_metrics(metrics)) if metrics.is_file() else 0)
+            resume(Classification, run_dir, say=progress, max_steps=run.max_steps)
+        else:
+            step_run = replace(run, seed=seed, output_dir=str(run_dir))
+            train(Classification, recipe_for(step, index, preset, recipe), step_run, say=progress)
+    return json.loads(summary_file.read_text())["test_top1"]
 
 
 def write_study_csv(rows: list[dict], path: Path) -> None:
