@@ -14,6 +14,7 @@ this with the default faults (tests/test_faults.py); docs/training.md reports a 
 """
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -60,9 +61,13 @@ class Outcome:
         return not self.problems
 
 
+THREADS = 1  # per process: two kinds run side by side on two cores without oversubscribing them
+
+
 def _run(argv: list[str], fault: list[str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     command = [sys.executable, str(FAULTY_RUN), *fault, "--", *argv] if fault else [sys.executable, "-m", "convnext.cli", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
 
 
 def _run_here(argv: list[str]) -> int:
@@ -71,8 +76,11 @@ def _run_here(argv: list[str]) -> int:
     import io
 
     from convnext.cli import main
+    from convnext.runtime.process import process_settings
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    # as many threads as the hurt processes: the same thread count computes the same bits
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            process_settings(threads=THREADS):
         return main(argv)
 
 

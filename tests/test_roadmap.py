@@ -108,14 +108,14 @@ def test_roadmap_table_json(capsys):
 
 
 def test_roadmap_study_on_the_digits_with_one_recipe(tmp_path, capsys):
-    """The smoke run: two R50 steps, two seeds, the one `roadmap` recipe for both (lr 1e-3: at the
-    small preset's 4e-3 step 11 diverges)."""
-    args = ["roadmap", "--train", "--steps", "2,13", "--subset", "48", "--epochs", "1", "--batch-size", "16",
-            "--seeds", "2", "--recipe", "roadmap", "--output-dir", str(tmp_path)]
+    """The smoke run: two steps, two seeds, the one `roadmap` recipe for both (lr 1e-3: at the small
+    preset's 4e-3 step 11 diverges)."""
+    args = ["roadmap", "--train", "--regime", "small", "--steps", "2,13", "--subset", "48", "--epochs", "1",
+            "--batch-size", "16", "--seeds", "2", "--recipe", "roadmap", "--output-dir", str(tmp_path)]
     assert main(args) == 0
     rows = (tmp_path / "roadmap.csv").read_text().splitlines()
     assert len(rows) == 3 and {"top1_mean", "top1_std", "top1_ci95", "delta", "delta_ci95"} <= set(rows[0].split(","))
-    for step in ("roadmap_r50_02_stage_ratio", "roadmap_r50_13_separate_downsampling"):
+    for step in ("roadmap_small_02_stage_ratio", "roadmap_small_13_separate_downsampling"):
         for seed in (0, 1):
             recipe = json.loads((tmp_path / step / f"seed-{seed}" / "config.json").read_text())["recipe"]
             assert recipe["lr"] == RECIPES["roadmap"].lr == 1e-3 and recipe["model"] == step
