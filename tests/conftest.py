@@ -27,3 +27,11 @@ def _seed():
     # Every test that compiles compiles the same forward code: the next starts afresh, below the recompile
     # limit and with no earlier shapes that would make its compilation dynamic.
     torch._dynamo.reset()
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory):
+    """A tiny trained run (convnext_test, two steps on the digits) that the serving tests serve; read only."""
+    from serving_helpers import train_tiny_run
+
+    return train_tiny_run(tmp_path_factory.mktemp("served") / "run")

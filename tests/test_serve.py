@@ -20,12 +20,12 @@ from convnext.cli import main
 from convnext.deploy.predictor import Predictor
 from convnext.deploy.serving.batcher import Batcher, Overloaded
 from loadtest import load  # scripts/loadtest.py
-from serving_helpers import app_for, png_bytes, running_server, train_tiny_run
+from serving_helpers import app_for, png_bytes, running_server
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("serve") / "run")
+def run_dir(served_run):
+    return served_run
 
 
 @pytest.fixture(scope="module")

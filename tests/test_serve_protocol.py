@@ -11,15 +11,15 @@ import pytest
 import tritonclient.http as triton
 
 from convnext.cli import main
-from serving_helpers import app_for, png_bytes, running_server, train_tiny_run
+from serving_helpers import app_for, png_bytes, running_server
 
 MODEL = "convnext_test"
 KEY = "s3cret-key-for-tests"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("protocol") / "run")
+def run_dir(served_run):
+    return served_run
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from serving_helpers import app_for, png_bytes, running_server, train_tiny_run
+from serving_helpers import app_for, png_bytes, running_server
 
 KEY = "replica-key"
 MODEL = "convnext_test"
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory.mktemp("replicas") / "run")
+def run_dir(served_run):
+    return served_run
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from torchvision.transforms import v2
 from ..checkpoints.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform, model_transform
 from .augmentation import BatchedCropFlip, SeededAugmentation, train_transform
 from .recipes import Recipe
-from .scenes import CLASSES as SCENE_CLASSES, parse as scenes_named, scenes as scene_arrays
+from .scenes import CLASSES as SCENE_CLASSES, parse as scenes_named, scenes as scene_arrays, evaluation_set as scene_tests
 from .sources import ShardImages, SourceError, hub_data, hub_eval_split, is_hub_data, is_shards
 
 IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
@@ -279,7 +279,7 @@ def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: f
         _, dataset, names = _digits(0)
         channels, crop = 1, crop_pct or saved_crop or 1.0  # 8x8 scans: nothing to crop away
     elif scenes_named(data):
-        _, dataset, names = _scenes(scenes_named(data) if ":" in data else 0, 0)  # the fixed test set
+        dataset, names = TensorImages(*scene_tests()), list(SCENE_CLASSES)  # the fixed test set alone
         channels, crop = 3, crop_pct or saved_crop or 1.0
     elif is_hub_data(data) or is_shards(data):
         try:

@@ -84,6 +84,10 @@ def newest_intact(run_dir: Path, say=None) -> tuple[Path, dict] | None:
     return None
 
 
+class DamagedCheckpoints(ValueError):
+    """A run's checkpoints exist and none reads back whole."""
+
+
 def load_latest(run_dir: Path, say=print) -> dict | None:
     """The newest intact checkpoint's state (a damaged one is skipped with a note), or None.
 
@@ -96,9 +100,6 @@ def load_latest(run_dir: Path, say=print) -> dict | None:
                                  f"run over, delete {newest.parent}")
     return found[1] if found else None
 
-
-class DamagedCheckpoints(ValueError):
-    """A run's checkpoints exist and none reads back whole."""
 
 
 def remove_temporaries(run_dir: Path) -> list[Path]:

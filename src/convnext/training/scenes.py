@@ -149,13 +149,19 @@ def parse(data: str) -> int | None:
     return int(count)
 
 
-def scenes(train_images: int, seed: int = 0, cache: Path | None = None):
-    """(train images, train labels, test images, test labels) as uint8 (N, 3, 64, 64) tensors and labels."""
+def _split(count: int, seed: int, cache: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 3, 64, 64) images and their labels, from the cache (made there the first time)."""
     from ..checkpoints.hub import cache_dir
 
-    cache = cache or cache_dir()
-    train = _cached(train_images, seed, cache)
-    test = _cached(TEST_IMAGES, TEST_SEED, cache)
-    as_tensors = lambda images, labels: (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # noqa: E731
-                                         torch.from_numpy(labels))  # (N, H, W, C) -> (N, C, H, W)
-    return (*as_tensors(*train), *as_tensors(*test))
+    images, labels = _cached(count, seed, cache or cache_dir())
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)  # NHWC -> NCHW
+
+
+def evaluation_set(cache: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed 5,000 test images and labels, whatever the training set."""
+    return _split(TEST_IMAGES, TEST_SEED, cache)
+
+
+def scenes(train_images: int, seed: int = 0, cache: Path | None = None):
+    """(train images, train labels, test images, test labels) as uint8 (N, 3, 64, 64) tensors and labels."""
+    return (*_split(train_images, seed, cache), *evaluation_set(cache))
