@@ -103,11 +103,12 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     total = len(steps) * preset.seeds * preset.epochs
     results: dict[str, dict[int, float]] = {}
     with tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:  # closed on errors too
-        for index, step in enumerate(steps):
-            for seed in range(run.seed, run.seed + preset.seeds):
+        # Seed by seed: a study stopped early already has every step once, then twice.
+        for seed in range(run.seed, run.seed + preset.seeds):
+            for index, step in enumerate(steps):
+                bar.set_postfix(seed=seed, step=step.name.split("_", 2)[2], refresh=False)
                 results.setdefault(step.name, {})[seed] = _trained(step, index, seed, preset, run, output_dir,
                                                                    recipe, bar)
-            bar.set_postfix(step=step.name.split("_", 2)[2], refresh=False)
 
     rows, base_of = [], bases(steps)
     trained = load_pretrained(output_dir / steps[0].name / f"seed-{run.seed}")  # the data's classes and size
