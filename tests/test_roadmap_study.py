@@ -31,7 +31,7 @@ def test_scenes_are_cached_once_and_named_by_size(tmp_path, monkeypatch):
     train_images, train_labels, test_images, _ = scenes.scenes(72, seed=1, cache=tmp_path)
     assert train_images.shape == (72, 3, 64, 64) and test_images.shape == (48, 3, 64, 64)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["scenes-v1-64-48-1000003.npz", "scenes-v1-64-72-1.npz"]
+    assert files == [f"scenes-v{scenes.VERSION}-64-48-1000003.npz", f"scenes-v{scenes.VERSION}-64-72-1.npz"]
     again = scenes.scenes(72, seed=1, cache=tmp_path)
     assert torch.equal(again[0], train_images) and torch.equal(again[1], train_labels)
     assert scenes.parse("scenes") == scenes.DEFAULT_TRAIN_IMAGES and scenes.parse("scenes:500") == 500
