@@ -145,9 +145,11 @@ RECIPES["roadmap"] = replace(RECIPES["small"], lr=1e-3, epochs=40, batch_size=64
 # The roadmap study's two recipes (paper §2.1): step 0 trains as ResNets were trained, every later step
 # with the modernised recipe, so that step 1's gain is measured as the paper's is. Scaled to the
 # built-in scenes (64², 16,000 images, 5 epochs, batch 64: two CPU cores, training/roadmap_study.py):
-# the learning rates are the paper's per-batch rates scaled to a smaller base batch, the warm-up the
-# paper's share of the run, EMA and crops shortened to the run; the crop keeps half the image at least
-# (the class is the largest shape: a 0.08 crop would cut it out).
+# SGD's rate is torchvision's 0.1 at batch 256 scaled linearly (0.025 at 64), AdamW's the paper's 4e-3
+# at 4096 scaled by the square root of the batch ratio, as is usual for Adam (5e-4 at 64, written as
+# 4e-3 at 512 scaled linearly); the warm-up is the paper's share of the run (20 of 300 epochs), EMA
+# and crops are shortened to the run; the crop keeps half the image at least (the class is the
+# largest shape: a 0.08 crop would cut it out).
 ROADMAP_RECIPES = {
     "classic": ClassifyRecipe(  # SGD with momentum, crop and flip only (torchvision's ResNet recipe)
         optimizer="sgd", epochs=5, batch_size=64, lr=0.1, lr_base_batch=256, min_lr=0.0, warmup_epochs=0,
