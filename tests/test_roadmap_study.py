@@ -1,5 +1,6 @@
 """The roadmap study: the built-in scenes (deterministic, balanced, cached), the small regime ending at
 ConvNeXt-atto exactly, the paper's two recipes, and a tiny study that writes its table and resumes."""
+import csv
 import json
 import math
 
@@ -12,7 +13,7 @@ from convnext.cli import main
 from convnext.models.roadmap import SMALL
 from convnext.training import scenes
 from convnext.training.recipes import ROADMAP_RECIPES
-from convnext.training.roadmap_study import bases, interval
+from convnext.training.roadmap_study import bases, interval, paired_change
 
 
 def test_scenes_are_deterministic_balanced_and_seeded():
@@ -68,6 +69,14 @@ def test_intervals_and_bases():
     assert base["roadmap_small_09_gelu"] == "roadmap_small_08_kernel7"
 
 
+def test_paired_changes_cancel_a_seeds_shared_noise():
+    # seed 1 is 10 points better for both steps: paired, the change is exactly +1 with no spread
+    change, half = paired_change({0: 0.21, 1: 0.31, 2: 0.26}, {0: 0.20, 1: 0.30, 2: 0.25})
+    assert change == pytest.approx(1.0) and half == pytest.approx(0.0, abs=1e-9)
+    change, half = paired_change({0: 0.22, 1: 0.30}, {0: 0.20, 1: 0.30, 2: 0.5})  # only shared seeds count
+    assert change == pytest.approx(1.0) and half > 0
+
+
 def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scenes, "TEST_IMAGES", 48)
@@ -76,8 +85,13 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
             "--train-images", "64", "--epochs", "1", "--batch-size", "32", "--output-dir", str(out)]
     assert main(args) == 0
     header, *rows = (out / "roadmap.csv").read_text().splitlines()
-    assert {"top1_mean", "top1_std", "top1_ci95", "delta", "delta_ci95", "infer_img_s", "top1_per_seed"} <= set(header.split(","))
+    columns = header.split(",")
+    assert {"top1_mean", "top1_std", "top1_ci95", "delta", "delta_ci95", "from_first", "from_first_ci95", "infer_img_s",
+            "top1_per_seed"} <= set(columns)
     assert len(rows) == 2 and (out / "roadmap.png").stat().st_size > 0
+    # step 1's change from step 0 is both its paired change and the whole way so far
+    second = dict(zip(columns, next(csv.reader(rows[1:]))))
+    assert second["delta"] == second["from_first"] and second["delta_ci95"] == second["from_first_ci95"] != ""
     # step 0 trains with the classic recipe, step 1 with the modern one, each once per seed
     for step, optimizer in (("roadmap_small_00_resnet", "sgd"), ("roadmap_small_01_enhanced_recipe", "adamw")):
         for seed in (0, 1):
