@@ -25,7 +25,7 @@ from .recipes import ROADMAP_RECIPES, ClassifyRecipe
 from .roadmap_runs import step_row
 from .tasks import Classification
 
-STUDY_COLUMNS = ["name", "change", "params", "gmacs", "infer_img_s", "seeds", "top1_mean", "top1_std", "top1_ci95",
+STUDY_COLUMNS = ["name", "change", "params", "gmacs", "infer_img_s", "run_minutes", "seeds", "top1_mean", "top1_std", "top1_ci95",
                  "delta", "delta_ci95", "base", "from_first", "from_first_ci95", "paper_top1", "paper_delta",
                  "top1_per_seed"]
 
@@ -103,14 +103,19 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     """Train every (step, seed) not yet finished and return one row per step (see STUDY_COLUMNS); with
     `recipe`, that one for every step instead of the classic and modern ones."""
     total = len(steps) * preset.seeds * preset.epochs
-    results: dict[str, dict[int, float]] = {}
+    results: dict[str, dict[int, float]] = {}  # step -> seed -> test top-1
+    minutes: dict[str, list[float]] = {}  # step -> each run's time (training and its evaluations)
     with tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:  # closed on errors too
         # Seed by seed: a study stopped early already has every step once, then twice.
         for seed in range(run.seed, run.seed + preset.seeds):
             for index, step in enumerate(steps):
                 bar.set_postfix(seed=seed, step=step.name.split("_", 2)[2], refresh=False)
-                results.setdefault(step.name, {})[seed] = _trained(step, index, seed, preset, run, output_dir,
+                run_dir = output_dir / step.name / f"seed-{seed}"
+                results.setdefault(step.name, {})[seed] = _trained(step, index, run_dir, preset, replace(run, seed=seed),
                                                                    recipe, bar)
+                # Summed over epochs, so that a run resumed across sessions counts all of its time.
+                epochs = reporting.read_metrics(run_dir / reporting.METRICS_FILE)
+                minutes.setdefault(step.name, []).append(sum(float(e["epoch_s"]) for e in epochs) / 60)
 
     rows, base_of = [], bases(steps)
     trained = load_pretrained(output_dir / steps[0].name / f"seed-{run.seed}")  # the data's classes and size
@@ -119,6 +124,7 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
         per_seed = results[step.name]
         mean, std, half = interval([100 * v for v in per_seed.values()])
         row = {**step_row(step, size, classes), "infer_img_s": round(inference_speed(step, size, classes, channels), 1),
+               "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 1),
                "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
                "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
                "top1_per_seed": " ".join(f"{100 * per_seed[s]:.2f}" for s in sorted(per_seed))}
@@ -141,10 +147,9 @@ def paired_change(top1: dict[int, float], base_top1: dict[int, float]) -> tuple[
     return round(delta, 2), round(half, 2)
 
 
-def _trained(step: Step, index: int, seed: int, preset: Preset, run: RunConfig, output_dir: Path,
-             recipe: ClassifyRecipe | None, bar: tqdm) -> float:
-    """The test top-1 of one (step, seed): read back when finished, else resumed or trained."""
-    run_dir = output_dir / step.name / f"seed-{seed}"
+def _trained(step: Step, index: int, run_dir: Path, preset: Preset, run: RunConfig, recipe: ClassifyRecipe | None,
+             bar: tqdm) -> float:
+    """The test top-1 of one (step, seed) run: read back when finished, else resumed or trained."""
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
         bar.update(preset.epochs)
@@ -158,8 +163,8 @@ def _trained(step: Step, index: int, seed: int, preset: Preset, run: RunConfig, 
             bar.update(len(reporting.read_metrics(metrics)) if metrics.is_file() else 0)
             resume(Classification, run_dir, say=progress, max_steps=run.max_steps)
         else:
-            step_run = replace(run, seed=seed, output_dir=str(run_dir))
-            train(Classification, recipe_for(step, index, preset, recipe), step_run, say=progress)
+            train(Classification, recipe_for(step, index, preset, recipe), replace(run, output_dir=str(run_dir)),
+                  say=progress)
     return json.loads(summary_file.read_text())["test_top1"]
 
 
