@@ -92,7 +92,10 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
     # step 1's change from step 0 is both its paired change and the whole way so far
     second = dict(zip(columns, next(csv.reader(rows[1:]))))
     assert second["delta"] == second["from_first"] and second["delta_ci95"] == second["from_first_ci95"] != ""
-    assert float(second["run_minutes"]) > 0  # the runs' own time, summed over their epochs
+    # a run's minutes are its own epochs' time, whatever invocation ran them
+    epoch_s = [float(e["epoch_s"]) for seed in (0, 1) for e in csv.DictReader(
+        (out / "roadmap_small_01_enhanced_recipe" / f"seed-{seed}" / "metrics.csv").open())]
+    assert float(second["run_minutes"]) == pytest.approx(sum(epoch_s) / 2 / 60, abs=0.006)
     # step 0 trains with the classic recipe, step 1 with the modern one, each once per seed
     for step, optimizer in (("roadmap_small_00_resnet", "sgd"), ("roadmap_small_01_enhanced_recipe", "adamw")):
         for seed in (0, 1):

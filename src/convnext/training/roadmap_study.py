@@ -124,7 +124,7 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
         per_seed = results[step.name]
         mean, std, half = interval([100 * v for v in per_seed.values()])
         row = {**step_row(step, size, classes), "infer_img_s": round(inference_speed(step, size, classes, channels), 1),
-               "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 1),
+               "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 2),
                "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
                "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
                "top1_per_seed": " ".join(f"{100 * per_seed[s]:.2f}" for s in sorted(per_seed))}
@@ -179,21 +179,19 @@ def plot_study(rows: list[dict], path: Path, data_name: str) -> None:
 
     names = [r["name"].split("_", 2)[2] for r in rows]
     y = list(range(len(rows)))[::-1]
-    figure, (acc, delta) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.4), sharey=True)
+    figure, (acc, delta) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.4), sharey=True, layout="constrained")
     errors = [0 if math.isnan(r["top1_ci95"]) else r["top1_ci95"] for r in rows]
     acc.barh([v + 0.2 for v in y], [r["top1_mean"] for r in rows], 0.4, xerr=errors, capsize=3,
-             label=f"ours ({data_name}), mean ± 95% interval", color="tab:blue")
+             label=f"ours ({data_name}): mean ± 95% interval; changes paired by seed", color="tab:blue")
     acc.barh([v - 0.2 for v in y], [r["paper_top1"] for r in rows], 0.4, label="paper (ImageNet-1K)", color="tab:gray")
     acc.set(yticks=y, yticklabels=names, xlabel="top-1 accuracy (%)", title="Accuracy")
     low = min(min(r["top1_mean"] - e for r, e in zip(rows, errors)), min(r["paper_top1"] for r in rows))
     acc.set_xlim(max(0, low - 5), 100)
-    acc.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, fontsize=8)
     ours = [r.get("delta", 0) or 0 for r in rows]
     ours_err = [0 if math.isnan(r.get("delta_ci95", math.nan) or math.nan) else r["delta_ci95"] for r in rows]
-    delta.barh([v + 0.2 for v in y], ours, 0.4, xerr=ours_err, capsize=3, label="ours (paired by seed)", color="tab:blue")
-    delta.barh([v - 0.2 for v in y], [r.get("paper_delta", 0) or 0 for r in rows], 0.4, label="paper", color="tab:gray")
+    delta.barh([v + 0.2 for v in y], ours, 0.4, xerr=ours_err, capsize=3, color="tab:blue")
+    delta.barh([v - 0.2 for v in y], [r.get("paper_delta", 0) or 0 for r in rows], 0.4, color="tab:gray")
     delta.axvline(0, color="black", linewidth=0.8)
     delta.set(xlabel="change from the step it builds on (points)", title="Each step's change")
-    delta.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-    figure.tight_layout()
+    figure.legend(loc="outside lower center", ncol=2, fontsize=8)  # one legend for both panels, below them
     save_figure(figure, path)
