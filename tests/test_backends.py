@@ -103,14 +103,21 @@ def test_bench_times_both_engines(tmp_path):
                                          train=False, memory=False, grad_checkpointing=False, int8=True),
                        say=lambda text: None)
     names = [r["name"] for r in report["results"]]
-    assert {"convnext onnxruntime", "convnext openvino", "convnext onnxruntime int8", "convnext openvino int8"} <= set(names)
+    assert {"convnext onnxruntime", "convnext openvino", "convnext onnxruntime int8", "convnext openvino int8",
+            "convnext openvino int8 nncf"} <= set(names)
 
 
-def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_path, capsys):
-    assert main(["train", "--model", "convnext_test", "--epochs", "2", "--output-dir", str(tmp_path / "run")]) == 0
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """convnext_test trained 2 epochs on the digits, for the INT8 tests; read only."""
+    path = tmp_path_factory.mktemp("int8") / "run"
+    assert main(["train", "--model", "convnext_test", "--epochs", "2", "--output-dir", str(path)]) == 0
+    return path
+
+
+def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(digits_run, tmp_path, capsys):
     output = tmp_path / "m.int8.onnx"
-    assert main(["export", "--weights", str(tmp_path / "run"), "--format", "onnx", "--int8", "--calibration-data",
+    assert main(["export", "--weights", str(digits_run), "--format", "onnx", "--int8", "--calibration-data",
                  "digits", "--calibration-images", "200", "--output", str(output)]) == 0
     said = capsys.readouterr().out
     agreement = float(said.split("top-1 as float32 on ")[1].split("%")[0])
@@ -127,18 +134,43 @@ def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(tmp_pa
     assert main(["predict", "--weights", str(output), "--backend", "openvino", str(tmp_path / "digit.png"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["top"][0]["class"] == on_ort[0]["class"]
     scores = {}
-    for weights in (tmp_path / "run", output):  # the whole digits test split, float32 and INT8
+    for weights in (digits_run, output):  # the whole digits test split, float32 and INT8
         assert main(["eval", "--weights", str(weights), "--json", "--output-dir", str(tmp_path / f"eval-{weights.name}")]) == 0
         scores[weights.name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores[output.name]["images"] == scores["run"]["images"] == 360
     assert abs(scores[output.name]["test_top1"] - scores["run"]["test_top1"]) <= 0.05
-    assert main(["export", "--weights", str(tmp_path / "run"), "--format", "onnx", "--int8", "--calibration-data",
+    assert main(["export", "--weights", str(digits_run), "--format", "onnx", "--int8", "--calibration-data",
                  "digits", "--calibration-images", "4", "--output", str(tmp_path / "few.onnx")]) == 2
     assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "few.onnx").exists()
 
 
+def test_int8_for_openvino_is_quantized_by_nncf_and_keeps_the_answers(digits_run, tmp_path, capsys):
+    output = tmp_path / "m.int8.xml"
+    assert main(["export", "--weights", str(digits_run), "--format", "openvino", "--int8", "--calibration-data",
+                 "digits", "--calibration-images", "200", "--output", str(output)]) == 0
+    agreement = float(capsys.readouterr().out.split("top-1 as float32 on ")[1].split("%")[0])
+    assert agreement >= 95 and output.with_suffix(".bin").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
+    import openvino
+
+    ops = openvino.Core().read_model(str(output)).get_ordered_ops()
+    assert any(op.get_type_name() == "FakeQuantize" for op in ops)  # int8 products
+    head = [op for op in ops if op.get_type_name() == "MatMul"][-1]  # the classifier head stays float
+    assert all(inp.get_source_output().get_node().get_type_name() != "FakeQuantize" for inp in head.inputs())
+    scores = {}
+    for weights in (digits_run, output):  # the whole digits test split, float32 and INT8 (OpenVINO)
+        assert main(["eval", "--weights", str(weights), "--backend", "openvino" if weights == output else "pytorch",
+                     "--json", "--output-dir", str(tmp_path / f"eval-{weights.name}")]) == 0
+        scores[weights.name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores[output.name]["images"] == 360
+    assert abs(scores[output.name]["test_top1"] - scores["run"]["test_top1"]) <= 0.05
+
+
 def test_a_missing_engine_or_unfit_calibration_data_is_one_line(run_dir, capsys, monkeypatch):
+    import importlib
     import sys
+
+    openvino = importlib.import_module("openvino")
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     assert main(["predict", "--weights", str(run_dir / "w"), "--backend", "openvino", str(run_dir / "0.png")]) == 2
@@ -149,6 +181,12 @@ def test_a_missing_engine_or_unfit_calibration_data_is_one_line(run_dir, capsys,
                  "digits", "--output", str(run_dir / "rgb.int8.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "3-channel images" in err and not (run_dir / "rgb.int8.onnx").exists()
+    assert main(["export", "--weights", str(run_dir / "w"), "--format", "torchscript", "--int8", "--calibration-data",
+                 "digits", "--output", str(run_dir / "m.pt")]) == 2
+    assert "--int8 writes an ONNX file (--format onnx) or an OpenVINO IR" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "openvino", openvino)  # installed again, but not NNCF
+    monkeypatch.setitem(sys.modules, "nncf", None)
     assert main(["export", "--weights", str(run_dir / "w"), "--format", "openvino", "--int8", "--calibration-data",
                  "digits", "--output", str(run_dir / "m.xml")]) == 2
-    assert "--int8 writes an ONNX file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NNCF: pip install 'convnext[openvino]'" in err

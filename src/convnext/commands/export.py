@@ -4,6 +4,7 @@
     convnext export --model convnext_tiny --pretrained --format torchscript --output tiny.pt
     convnext export --weights w.safetensors --format onnx --output w.onnx --optimize   # exact folds first
     convnext export --weights runs/my-run --format onnx --int8 --calibration-data ~/photos --output m.int8.onnx
+    convnext export --weights runs/my-run --format openvino --int8 --calibration-data ~/photos --output m.int8.xml
 """
 import argparse
 from pathlib import Path
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (checked at 1 and 3)")
     parser.add_argument("--optimize", action="store_true", help="fold norms and layer scale before exporting")
     parser.add_argument("--int8", action="store_true",
-                        help="post-training INT8 quantization (ONNX Runtime, static QDQ), calibrated on --calibration-data")
+                        help="post-training INT8 quantization, calibrated on --calibration-data: --format onnx by "
+                             "ONNX Runtime (static QDQ), --format openvino by NNCF")
     parser.add_argument("--calibration-data", help='images to calibrate INT8 on: "digits", a folder, hf:NAME or shards')
     parser.add_argument("--calibration-images", type=COUNT.parse, default=300, help="how many of them (default 300)")
 
@@ -54,20 +56,28 @@ def export_int8(model, args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from ..checkpoints.preprocessing import data_config
-    from ..deploy.export import load_runner, sidecar
+    from ..deploy.export import exported_file, load_runner, sidecar
     from ..deploy.quantize import quantize
+    from ..deploy.backends import require
     from ..runtime.atomic import atomic_file
     from ..training.data import build_eval_data
 
-    if args.format != "onnx" or not args.calibration_data:
-        raise ValueError("--int8 writes an ONNX file (--format onnx) calibrated on --calibration-data")
+    if args.format not in ("onnx", "openvino") or not args.calibration_data:
+        raise ValueError("--int8 writes an ONNX file (--format onnx) or an OpenVINO IR (--format openvino), "
+                         "calibrated on --calibration-data")
+    engine = "openvino" if args.format == "openvino" else "onnxruntime"
+    require(engine)
+    try:
+        __import__("nncf") if engine == "openvino" else None
+    except ImportError:
+        raise ValueError("--format openvino --int8 quantizes with NNCF: pip install 'convnext[openvino]'") from None
     data = build_eval_data(args.calibration_data, model)
     count = min(args.calibration_images, len(data.dataset))
     batches = [images for images, _ in DataLoader(torch.utils.data.Subset(data.dataset, range(count)), 32)]
     output = Path(args.output)
-    with atomic_file(output) as tmp:
-        quantize(model.cpu(), batches, tmp, data_config(model)["input_size"])
-        run = load_runner(tmp, "onnx")
+    with exported_file(output, args.format) as written:
+        quantize(model.cpu(), batches, written, data_config(model)["input_size"], engine)
+        run = load_runner(written, args.format)
         with torch.no_grad():
             pairs = [(run(b).float(), model(b).float()) for b in batches]
     difference = max((a - b).abs().max().item() for a, b in pairs)

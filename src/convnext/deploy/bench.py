@@ -80,9 +80,12 @@ CONTENDERS = (
     *(Contender(f"convnext {engine}", True, False, lambda ours, config, dtype, engine=engine: _engine(ours, engine, config),
                 lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu")
       for engine in ("onnxruntime", "openvino")),
-    *(Contender(f"convnext {engine} int8", True, False, lambda ours, config, dtype, engine=engine: _int8(ours, engine, config),
+    # INT8: ONNX Runtime's QDQ file on both engines, and NNCF's IR on OpenVINO
+    *(Contender(name, True, False, lambda ours, config, dtype, engine=engine, by=by: _int8(ours, engine, by, config),
                 lambda config, dtype: config.int8 and torch.device(config.device).type == "cpu")
-      for engine in ("onnxruntime", "openvino")),
+      for name, engine, by in (("convnext onnxruntime int8", "onnxruntime", "onnxruntime"),
+                               ("convnext openvino int8", "openvino", "onnxruntime"),
+                               ("convnext openvino int8 nncf", "openvino", "openvino"))),
     *(Contender(name, False, True, lambda ours, config, dtype, name=name: PEERS[name](ours),
                 lambda config, dtype, name=name: name in config.peers) for name in PEERS),
 )
@@ -121,23 +124,25 @@ def _engine(model: nn.Module, backend: str, config: BenchConfig) -> nn.Module | 
     return on_backend(model, backend, config.size)
 
 
-def _int8(model: nn.Module, backend: str, config: BenchConfig) -> nn.Module | None:
-    """Our model quantized to INT8 (calibrated on random images: the speed does not depend on the
-    ranges), run by `backend`, or None where the engine is not installed."""
+def _int8(model: nn.Module, backend: str, quantizer: str, config: BenchConfig) -> nn.Module | None:
+    """Our model quantized to INT8 by `quantizer` (ONNX Runtime or NNCF for OpenVINO; calibrated on
+    random images: the speed does not depend on the ranges), run by `backend`, or None where an engine
+    is not installed."""
     import tempfile
     from pathlib import Path
 
     from .quantize import quantize
 
     try:
-        require("onnxruntime")
+        require(quantizer)
         require(backend)
-    except ValueError:
+        __import__("nncf") if quantizer == "openvino" else None
+    except (ValueError, ImportError):
         return None
-    path = Path(tempfile.mkdtemp(prefix="convnext-int8-")) / "model.int8.onnx"
+    path = Path(tempfile.mkdtemp(prefix="convnext-int8-")) / ("model.int8.xml" if quantizer == "openvino" else "model.int8.onnx")
     generator = torch.Generator().manual_seed(0)
     quantize(model, [torch.randn(8, model.in_chans, config.size, config.size, generator=generator) for _ in range(4)],
-             path, config.size)
+             path, config.size, quantizer)
     runner = onnxruntime_runner(path) if backend == "onnxruntime" else openvino_runner(str(path))
     return Compiled(model, backend, runner)
 

@@ -7,6 +7,7 @@ Each export is written atomically, reloaded, and run on random inputs next to th
 largest absolute difference is printed and must stay within 1e-4. A `<output>.json` sidecar keeps the
 class names and preprocessing so the file can be used on its own.
 """
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -88,30 +89,39 @@ def sidecar(model: nn.Module) -> dict:
             "crop_pct": data["crop_pct"], "interpolation": data["interpolation"], "crop_mode": data["crop_mode"]}
 
 
+@contextlib.contextmanager
+def exported_file(output: Path, fmt: str):
+    """The path to write `output` in format `fmt` to; it takes `output`'s place when the block ends
+    without an error (an OpenVINO IR: its weights `.bin` first, then the `.xml`), and nothing is left
+    behind when it does not."""
+    if fmt == "openvino" and output.suffix != ".xml":
+        raise ValueError(f"--format openvino writes an IR: --output NAME.xml (its weights go beside it as NAME.bin)")
+    with atomic_file(output) as tmp:
+        written = tmp.with_suffix(".xml") if fmt == "openvino" else tmp  # OpenVINO names the .bin after the .xml
+        try:
+            yield written
+            if written != tmp:
+                os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))
+                os.replace(written, tmp)
+        finally:
+            if written != tmp:
+                written.unlink(missing_ok=True)
+                written.with_suffix(".bin").unlink(missing_ok=True)
+
+
 def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False) -> list[tuple[int, float]]:
     """Write `model` as `fmt` to `output` (atomically), verify it, and return the checks."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
     output = Path(output)
     model = model.eval()
-    if fmt == "openvino" and output.suffix != ".xml":
-        raise ValueError(f"--format openvino writes an IR: --output NAME.xml (its weights go beside it as NAME.bin)")
-    with atomic_file(output) as tmp:
-        written = tmp.with_suffix(".xml") if fmt == "openvino" else tmp  # OpenVINO names the .bin after the .xml
-        try:
-            _write(model, fmt, written, dynamic_batch)
-            checks = check(model, written, fmt, dynamic_batch)
-            worst = max(diff for _, diff in checks)
-            if not worst <= TOLERANCE:
-                raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
-                                   f"{output} not written")
-            if fmt == "openvino":
-                os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))  # the weights first, then the IR
-                os.replace(written, tmp)
-        finally:  # a failed OpenVINO write leaves no stray IR beside the temporary
-            if written != tmp:
-                written.unlink(missing_ok=True)
-                written.with_suffix(".bin").unlink(missing_ok=True)
+    with exported_file(output, fmt) as written:
+        _write(model, fmt, written, dynamic_batch)
+        checks = check(model, written, fmt, dynamic_batch)
+        worst = max(diff for _, diff in checks)
+        if not worst <= TOLERANCE:
+            raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
+                               f"{output} not written")
     with atomic_file(output.with_name(output.name + ".json")) as tmp:
         tmp.write_text(json.dumps(sidecar(model), indent=2))
     return checks

@@ -1,14 +1,20 @@
-"""INT8 post-training quantization of a trained model, calibrated on the user's own images: ONNX
-Runtime's static QDQ quantization of the folded model's ONNX graph.
+"""INT8 post-training quantization of a trained model, calibrated on the user's own images, by one of two
+maintained tools: ONNX Runtime's static QDQ quantization of the folded model's ONNX graph (an .onnx file
+that ONNX Runtime and OpenVINO both run), or OpenVINO's NNCF on the folded model converted to OpenVINO
+(an IR, .xml + .bin, for OpenVINO).
 
     convnext export --weights runs/my-run --format onnx --int8 --calibration-data ~/photos --output m.int8.onnx
+    convnext export --weights runs/my-run --format openvino --int8 --calibration-data ~/photos --output m.int8.xml
 
 Only the convolutions and matrix products are quantized (weights int8 per output channel, activations
-uint8 per tensor, calibrated by min/max on the images given); LayerNorm, GELU, GRN and the classifier
-head stay float32, as the reports of accuracy collapsing around ConvNeXt's LayerNorm under full
-quantization (openvino_notebooks#683, nncf#1754) suggest. Activations are uint8 and weights int8 (U8S8),
-the combination x86 VNNI runs natively; `reduce_range` keeps weights to 7 bits where the CPU has no VNNI,
-against the overflow of AVX2's 16-bit intermediate sums.
+8-bit per tensor, calibrated on the images given); LayerNorm, GELU, GRN and the classifier head stay
+float32, as the reports of accuracy collapsing around ConvNeXt's LayerNorm under full quantization
+(openvino_notebooks#683, nncf#1754) suggest. With ONNX Runtime activations are uint8 and weights int8
+(U8S8), the combination x86 VNNI runs natively; `reduce_range` keeps weights to 7 bits where the CPU has
+no VNNI, against the overflow of AVX2's 16-bit intermediate sums. NNCF is told the model is a
+transformer (its LayerNorm and GELU patterns stay float) with the mixed preset (asymmetric activations,
+as GELU's outputs are mostly positive); OpenVINO itself guards against that overflow on CPUs without
+VNNI.
 """
 import tempfile
 from pathlib import Path
@@ -39,17 +45,40 @@ def _last_matrix_product(path: Path) -> list[str]:
     return products[-1:]
 
 
-def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], output: Path, size: int) -> None:
-    """Write `output`: the model's folded ONNX graph with int8 convolutions and matrix products,
-    calibrated on `calibration` (batches of preprocessed images)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+ENGINES = ("onnxruntime", "openvino")  # who quantizes: ONNX Runtime (an .onnx file) or NNCF (an OpenVINO IR)
 
+
+def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], output: Path, size: int,
+             engine: str = "onnxruntime") -> None:
+    """Write `output`: the model folded, with int8 convolutions and matrix products calibrated on
+    `calibration` (batches of preprocessed images): an ONNX file quantized by ONNX Runtime, or with
+    engine "openvino" an OpenVINO IR (`output` is the .xml) quantized by NNCF."""
     batches = [batch.float().contiguous().numpy() for batch in calibration]
     images = sum(len(b) for b in batches)
     if images < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"calibration needs at least {MIN_CALIBRATION_IMAGES} images, got {images}")
     if batches[0].shape[1] != model.in_chans:
         raise ValueError(f"the calibration images have {batches[0].shape[1]} channels; the model takes {model.in_chans}")
+    folded = optimize_for_inference(model.eval(), channels_last=False)
+    (_with_nncf if engine == "openvino" else _with_onnxruntime)(folded, batches, output, size)
+
+
+def _with_nncf(folded: nn.Module, batches: list, output: Path, size: int) -> None:
+    import nncf
+    import openvino
+
+    x = torch.from_numpy(batches[0][:2])
+    with torch.no_grad():
+        converted = openvino.convert_model(folded, example_input=x, input=[openvino.PartialShape([-1, *x.shape[1:]])])
+    head = [op.get_friendly_name() for op in converted.get_ordered_ops() if op.get_type_name() == "MatMul"][-1:]
+    quantized = nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches),
+                              preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER,
+                              ignored_scope=nncf.IgnoredScope(names=head))
+    openvino.save_model(quantized, str(output), compress_to_fp16=False)
+
+
+def _with_onnxruntime(folded: nn.Module, batches: list, output: Path, size: int) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -59,10 +88,9 @@ def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], output: Path
             batch = next(self.remaining, None)
             return None if batch is None else {"x": batch}
 
-    folded = optimize_for_inference(model.eval(), channels_last=False)
     with tempfile.TemporaryDirectory() as folder:
         float_path = Path(folder) / "model.onnx"
-        write_onnx(folded, float_path, torch.randn(2, model.in_chans, size, size), dynamic_batch=True)
+        write_onnx(folded, float_path, torch.randn(2, batches[0].shape[1], size, size), dynamic_batch=True)
         quantize_static(str(float_path), str(output), Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=_last_matrix_product(float_path),
                         per_channel=True, reduce_range=not has_vnni(), activation_type=QuantType.QUInt8,
