@@ -57,8 +57,7 @@ def export_int8(model, args: argparse.Namespace) -> int:
 
     from ..checkpoints.preprocessing import data_config
     from ..deploy.export import exported_file, load_runner, sidecar
-    from ..deploy.quantize import quantize
-    from ..deploy.backends import require
+    from ..deploy.quantize import quantize, require_quantizer
     from ..runtime.atomic import atomic_file
     from ..training.data import build_eval_data
 
@@ -66,11 +65,7 @@ def export_int8(model, args: argparse.Namespace) -> int:
         raise ValueError("--int8 writes an ONNX file (--format onnx) or an OpenVINO IR (--format openvino), "
                          "calibrated on --calibration-data")
     engine = "openvino" if args.format == "openvino" else "onnxruntime"
-    require(engine)
-    try:
-        __import__("nncf") if engine == "openvino" else None
-    except ImportError:
-        raise ValueError("--format openvino --int8 quantizes with NNCF: pip install 'convnext[openvino]'") from None
+    require_quantizer(engine)
     data = build_eval_data(args.calibration_data, model)
     count = min(args.calibration_images, len(data.dataset))
     batches = [images for images, _ in DataLoader(torch.utils.data.Subset(data.dataset, range(count)), 32)]

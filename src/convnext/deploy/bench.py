@@ -131,13 +131,12 @@ def _int8(model: nn.Module, backend: str, quantizer: str, config: BenchConfig) -
     import tempfile
     from pathlib import Path
 
-    from .quantize import quantize
+    from .quantize import quantize, require_quantizer
 
     try:
-        require(quantizer)
+        require_quantizer(quantizer)
         require(backend)
-        __import__("nncf") if quantizer == "openvino" else None
-    except (ValueError, ImportError):
+    except ValueError:
         return None
     path = Path(tempfile.mkdtemp(prefix="convnext-int8-")) / ("model.int8.xml" if quantizer == "openvino" else "model.int8.onnx")
     generator = torch.Generator().manual_seed(0)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..runtime.hardware import cpu_flags
+from .backends import require
 from .export import write_onnx
 from .inference import optimize_for_inference
 
@@ -46,6 +47,16 @@ def _last_matrix_product(path: Path) -> list[str]:
 
 
 ENGINES = ("onnxruntime", "openvino")  # who quantizes: ONNX Runtime (an .onnx file) or NNCF (an OpenVINO IR)
+
+
+def require_quantizer(engine: str) -> None:
+    """The packages that quantize for `engine` are installed, or a one-line error naming the extra."""
+    require(engine)
+    if engine == "openvino":
+        try:
+            import nncf  # noqa: F401
+        except ImportError:
+            raise ValueError("--format openvino --int8 quantizes with NNCF: pip install 'convnext[openvino]'") from None
 
 
 def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], output: Path, size: int,
