@@ -37,6 +37,15 @@ def write_onnx(model: nn.Module, path: Path, x: torch.Tensor, dynamic_batch: boo
     program.save(str(path))
 
 
+def to_openvino(model: nn.Module, x: torch.Tensor, dynamic_batch: bool):
+    """The model converted to OpenVINO (traced on `x`), in memory."""
+    import openvino
+
+    shape = [-1 if dynamic_batch else x.shape[0], *x.shape[1:]]
+    with torch.no_grad():
+        return openvino.convert_model(model, example_input=x, input=[openvino.PartialShape(shape)])
+
+
 def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: int | None = None) -> None:
     x = _example(model, 2, size)
     with torch.no_grad():
@@ -45,10 +54,8 @@ def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: in
         elif fmt == "openvino":
             import openvino
 
-            shape = [-1 if dynamic_batch else x.shape[0], *x.shape[1:]]
-            converted = openvino.convert_model(model, example_input=x, input=[openvino.PartialShape(shape)])
             # path.xml, and its weights beside it as path.bin: float32 (save_model halves them by default)
-            openvino.save_model(converted, str(path), compress_to_fp16=False)
+            openvino.save_model(to_openvino(model, x, dynamic_batch), str(path), compress_to_fp16=False)
         elif fmt == "torchscript":
             torch.jit.save(torch.jit.trace(model, x), str(path))
         else:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..runtime.hardware import cpu_flags
 from .backends import require
-from .export import write_onnx
+from .export import to_openvino, write_onnx
 from .inference import optimize_for_inference
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -44,9 +44,6 @@ def _last_matrix_product(path: Path) -> list[str]:
 
     products = [node.name for node in onnx.load(str(path)).graph.node if node.op_type in ("Gemm", "MatMul")]
     return products[-1:]
-
-
-ENGINES = ("onnxruntime", "openvino")  # who quantizes: ONNX Runtime (an .onnx file) or NNCF (an OpenVINO IR)
 
 
 def require_quantizer(engine: str) -> None:
@@ -71,16 +68,17 @@ def quantize(model: nn.Module, calibration: Iterable[torch.Tensor], output: Path
     if batches[0].shape[1] != model.in_chans:
         raise ValueError(f"the calibration images have {batches[0].shape[1]} channels; the model takes {model.in_chans}")
     folded = optimize_for_inference(model.eval(), channels_last=False)
-    (_with_nncf if engine == "openvino" else _with_onnxruntime)(folded, batches, output, size)
+    if engine == "openvino":
+        _with_nncf(folded, batches, output)
+    else:
+        _with_onnxruntime(folded, batches, output, size)
 
 
-def _with_nncf(folded: nn.Module, batches: list, output: Path, size: int) -> None:
+def _with_nncf(folded: nn.Module, batches: list, output: Path) -> None:
     import nncf
     import openvino
 
-    x = torch.from_numpy(batches[0][:2])
-    with torch.no_grad():
-        converted = openvino.convert_model(folded, example_input=x, input=[openvino.PartialShape([-1, *x.shape[1:]])])
+    converted = to_openvino(folded, torch.from_numpy(batches[0][:2]), dynamic_batch=True)
     head = [op.get_friendly_name() for op in converted.get_ordered_ops() if op.get_type_name() == "MatMul"][-1:]
     quantized = nncf.quantize(converted, nncf.Dataset(batches), subset_size=len(batches),
                               preset=nncf.QuantizationPreset.MIXED, model_type=nncf.ModelType.TRANSFORMER,
