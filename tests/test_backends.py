@@ -104,7 +104,7 @@ def test_bench_times_both_engines(tmp_path):
                        say=lambda text: None)
     names = [r["name"] for r in report["results"]]
     assert {"convnext onnxruntime", "convnext openvino", "convnext onnxruntime int8", "convnext openvino int8",
-            "convnext openvino int8 nncf"} <= set(names)
+            "convnext openvino int8 qdq"} <= set(names)
 
 
 @pytest.fixture(scope="module")
