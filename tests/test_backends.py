@@ -164,6 +164,22 @@ def test_int8_for_openvino_is_quantized_by_nncf_and_keeps_the_answers(digits_run
         scores[weights.name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores[output.name]["images"] == 360
     assert abs(scores[output.name]["test_top1"] - scores["run"]["test_top1"]) <= 0.05
+    # served as it is (what `convnext serve --weights m.int8.xml` runs), with the answer predict gives
+    from starlette.testclient import TestClient
+
+    from convnext.deploy.export import load_exported
+    from convnext.deploy.serving.app import Settings, create_app
+
+    Image.new("L", (8, 8), 90).save(tmp_path / "digit.png")
+    assert main(["predict", "--weights", str(output), str(tmp_path / "digit.png"), "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)[0]["top"]
+    predictor = Predictor(load_exported(output))
+    assert predictor.backend == "openvino" and not predictor.heat_maps
+    with TestClient(create_app(predictor, Settings(), "convnext_test")) as client:
+        answer = client.post("/v1/predict", content=(tmp_path / "digit.png").read_bytes(),
+                             headers={"content-type": "image/png"})
+        assert answer.status_code == 200
+        assert [t["class"] for t in answer.json()["top"]] == [t["class"] for t in predicted]
 
 
 def test_a_missing_engine_or_unfit_calibration_data_is_one_line(run_dir, capsys, monkeypatch):

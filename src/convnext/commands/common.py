@@ -1,11 +1,13 @@
-"""Arguments and helpers the eval, predict and export commands share."""
+"""Arguments and helpers the eval, predict, serve and export commands share."""
 import argparse
+from pathlib import Path
 
 import torch
 
 from ..checkpoints.hub import create_model
 from ..checkpoints.weights import load_pretrained, load_weights
 from ..deploy.backends import BACKENDS
+from ..deploy.export import EXPORTED_SUFFIXES, load_exported
 from ..runtime.precision import AMP_DTYPES
 
 ALIASES = {"torch": "pytorch"}  # the backend's name before 0.3
@@ -38,3 +40,13 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
     else:
         raise ValueError("give --weights PATH, or --model NAME --pretrained")
     return model.to(args.device).eval()
+
+
+def load_runnable(args: argparse.Namespace) -> torch.nn.Module:
+    """What eval, predict and serve run: the model (`load_model`), or an exported .onnx or OpenVINO .xml
+    (INT8 ones included) with its sidecar, on its own engine or `--backend openvino`."""
+    if not (args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES):
+        return load_model(args)
+    if getattr(args, "amp", None):
+        raise ValueError("--amp is for the pytorch backend; an exported file runs in the precision it was exported in")
+    return load_exported(args.weights, args.backend)

@@ -15,14 +15,13 @@ from torch.utils.data import DataLoader
 
 from ..deploy.backends import on_backend
 from ..deploy.compiled import Compiled
-from ..deploy.export import EXPORTED_SUFFIXES, load_exported
 from ..runtime.atomic import write_text
 from ..runtime.precision import amp_dtype
 from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
 from ..runtime.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
-from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_runnable
 from .train import add_source_arguments
 
 
@@ -43,10 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.time()
-    if args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES:  # an exported file on its own engine
-        model = load_exported(args.weights, args.backend)
-    else:
-        model = load_model(args)
+    model = load_runnable(args)
     if args.backend != "pytorch" and not isinstance(model, Compiled):
         if args.amp:
             raise ValueError(f"--backend {args.backend} runs float32: drop --amp")

@@ -23,8 +23,7 @@ from ..deploy.gradcam import overlay
 from ..deploy.predictor import Predictor, rank
 from ..training.data import IMAGE_EXTENSIONS
 from ..runtime.ranges import COUNT
-from ..deploy.export import EXPORTED_SUFFIXES
-from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_runnable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,13 +72,7 @@ def read_images(paths: list[Path], mode: str) -> tuple[list[Path], list[Image.Im
 def predictor(args):
     if args.backend != "pytorch" and args.cam:
         raise ValueError("--cam needs the pytorch backend (Grad-CAM takes gradients)")
-    if args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES:  # an exported file and its sidecar
-        from ..deploy.export import ExportedPredictor
-
-        if args.amp:
-            raise ValueError("--amp is for the pytorch backend; an exported file runs in the precision it was exported in")
-        return ExportedPredictor(args.weights, args.backend)
-    return Predictor(load_model(args), args.device, args.amp, args.backend)
+    return Predictor(load_runnable(args), args.device, args.amp, args.backend)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..deploy.predictor import Predictor
 from ..runtime.ranges import COUNT, POSITIVE, Range
-from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_model
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_runnable
 
 DELAY_MS = Range(float, low=0, high=10_000)  # a partial batch waits at most this long
 PORT = Range(int, low=0, high=65535)
@@ -90,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
     if key is None and not args.no_api_key and not is_loopback(args.host):
         raise ValueError(f"--host {args.host} lets anyone who reaches the port use the model: give a key "
                          f"(--api-key-file FILE or {KEY_VARIABLE}=...), or pass --no-api-key to serve without one")
-    model = load_model(args)
-    check_stage(model, args.cam_stage)  # refused at start, not on the first heat map
+    model = load_runnable(args)
+    predictor = Predictor(model, args.device, args.amp, args.backend)
+    if predictor.heat_maps:
+        check_stage(model, args.cam_stage)  # refused at start, not on the first heat map
     settings = Settings(args.max_batch_size, args.max_batch_delay_ms, args.queue_size, args.max_upload_mb,
                         args.request_timeout_s, args.cam_stage)
-    app = create_app(Predictor(model, args.device, args.amp, args.backend), settings,
+    app = create_app(predictor, settings,
                      getattr(model, "model_name", None) or "convnext", api_key=key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 

@@ -157,17 +157,3 @@ def load_exported(path: str | Path, backend: str = "pytorch") -> nn.Module:
         raise ValueError(f"{path} is an OpenVINO IR: it runs with --backend openvino, not onnxruntime")
     runner = load_runner(path, "openvino" if engine == "openvino" else "onnx")
     return Compiled(description, engine, runner)
-
-
-class ExportedPredictor:
-    """Runs an exported .onnx (ONNX Runtime) or OpenVINO .xml, with the preprocessing from its sidecar JSON."""
-
-    def __init__(self, path: str | Path, backend: str = "pytorch"):
-        from ..checkpoints.preprocessing import model_transform
-
-        self.model = load_exported(path, backend)
-        self.in_chans, self.class_names = self.model.in_chans, self.model.class_names
-        self.transform = model_transform(self.model)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch).float().softmax(dim=1)
