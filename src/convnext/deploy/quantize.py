@@ -1,10 +1,12 @@
 """INT8 post-training quantization of a trained model, calibrated on the user's own images, by one of two
-maintained tools: ONNX Runtime's static QDQ quantization of the folded model's ONNX graph (an .onnx file
-that ONNX Runtime and OpenVINO both run), or OpenVINO's NNCF on the folded model converted to OpenVINO
-(an IR, .xml + .bin, for OpenVINO).
+maintained tools: OpenVINO's NNCF on the folded model converted to OpenVINO (an IR, .xml + .bin, for
+OpenVINO), or ONNX Runtime's static QDQ quantization of the folded model's ONNX graph (an .onnx file
+that ONNX Runtime and OpenVINO both run). NNCF's IR is the one to deploy: measured side by side it runs
+ConvNeXt-T 1.7x faster than the QDQ file on ONNX Runtime with VNNI, and the QDQ file on OpenVINO is slow
+without VNNI (docs/performance.md, "INT8").
 
-    convnext export --weights runs/my-run --format onnx --int8 --calibration-data ~/photos --output m.int8.onnx
     convnext export --weights runs/my-run --format openvino --int8 --calibration-data ~/photos --output m.int8.xml
+    convnext export --weights runs/my-run --format onnx --int8 --calibration-data ~/photos --output m.int8.onnx
 
 Only the convolutions and matrix products are quantized (weights int8 per output channel, activations
 8-bit per tensor, calibrated on the images given); LayerNorm, GELU, GRN and the classifier head stay
