@@ -214,7 +214,12 @@ def test_amp_without_the_hardware_says_one_line_and_runs_float32(monkeypatch, ca
 def test_describe_names_the_cpu_and_its_isa(monkeypatch):
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Some Xeon", frozenset({"avx512f", "avx512_bf16", "amx_tile",
                                                                               "amx_bf16"})))
-    assert hardware.describe() == f"Some Xeon, {torch.get_num_threads()} threads, AVX-512 AVX512-BF16 AMX"
+    assert hardware.describe() == f"Some Xeon, {torch.get_num_threads()} threads, AVX-512 AVX512-BF16 AMX no VNNI"
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("AMD EPYC", frozenset({"avx2", "fma"})))  # a Zen 3
+    assert hardware.describe() == f"AMD EPYC, {torch.get_num_threads()} threads, no AVX-512 no VNNI"
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Some Xeon", frozenset({"avx512f", "amx_tile", "amx_int8",
+                                                                              "avx512_vnni"})))
+    assert hardware.describe() == f"Some Xeon, {torch.get_num_threads()} threads, AVX-512 AMX AVX512-VNNI"
 
 
 def test_bfloat16_optimized_model_and_its_fallback(monkeypatch):

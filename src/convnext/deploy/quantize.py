@@ -25,19 +25,18 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..runtime.hardware import cpu_flags
+from ..runtime.hardware import INT8_FLAGS, cpu_flags
 from .backends import require
 from .export import to_openvino, write_onnx
 from .inference import optimize_for_inference
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 MIN_CALIBRATION_IMAGES = 16
 
 
 def has_vnni() -> bool:
     """Whether the CPU multiplies int8 natively (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
-    return any(flag in cpu_flags() for flag in VNNI_FLAGS)
+    return any(flag in cpu_flags() for flag in INT8_FLAGS)
 
 
 def _last_matrix_product(path: Path) -> list[str]:

@@ -11,7 +11,8 @@ import torch
 
 # The flags that decide CPU fast paths, as /proc/cpuinfo spells them, and how people name them.
 ISA_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_tile": "AMX",
-             "avx512_fp16": "AVX512-FP16", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}  # VNNI: int8
+             "amx_int8": "AMX-INT8", "avx512_fp16": "AVX512-FP16", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in one instruction
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
 
@@ -36,12 +37,17 @@ def cpu_flags() -> frozenset[str]:
 
 
 def describe(device: torch.device | str = "cpu") -> str:
-    """One line naming the machine: the GPU, or the CPU model, its threads and the ISA flags it has."""
+    """One line naming the machine: the GPU, or the CPU model, its threads and the ISA flags it has (what
+    bf16 and INT8 run on among them, or that it has none)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     flags = cpu_flags()
-    have = [label for flag, label in ISA_FLAGS.items() if flag in flags and flag != "amx_bf16"] or ["no AVX-512"]
+    have = [label for flag, label in ISA_FLAGS.items() if flag in flags and flag not in ("amx_bf16", "amx_int8")]
+    if "avx512f" not in flags:
+        have.insert(0, "no AVX-512")
+    if not any(flag in flags for flag in INT8_FLAGS):
+        have.append("no VNNI")
     return f"{cpu_model()}, {torch.get_num_threads()} threads, {' '.join(have)}"
 
 
