@@ -107,3 +107,32 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
     assert main(args) == 0  # nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == finished
     assert "roadmap_small_01_enhanced_recipe" in capsys.readouterr().out
+
+
+def test_a_stop_request_at_the_end_of_a_run_stops_the_study_before_the_next(tmp_path, monkeypatch, capsys):
+    """SIGTERM during a run's last evaluation, after the loop's last check: the run finishes, and the
+    study stops before the next run instead of losing the request; the same command goes on."""
+    import os
+    import signal
+
+    from convnext.training.tasks import Classification
+
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(scenes, "TEST_IMAGES", 48)
+    validate, sent = Classification.validate, []
+
+    def validate_then_signal(self, *args, **kwargs):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return validate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classification, "validate", validate_then_signal)
+    out = tmp_path / "study"
+    args = ["roadmap", "--train", "--regime", "small", "--data", "scenes", "--steps", "0,1", "--seeds", "1",
+            "--train-images", "64", "--epochs", "1", "--batch-size", "32", "--output-dir", str(out)]
+    assert main(args) == 0
+    assert "stopped by SIGTERM between runs" in capsys.readouterr().err
+    assert (out / "roadmap_small_00_resnet" / "seed-0" / "summary.json").is_file()
+    assert not (out / "roadmap_small_01_enhanced_recipe").exists() and not (out / "roadmap.csv").exists()
+    assert main(args) == 0 and (out / "roadmap.csv").is_file()
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are given back

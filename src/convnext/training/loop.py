@@ -77,7 +77,9 @@ class RunConfig:
 @contextlib.contextmanager
 def stop_requests():
     """Turn SIGINT/SIGTERM into a list the loop checks between steps (installed before any set-up,
-    so a signal during start-up is not lost either); the previous handlers come back afterwards."""
+    so a signal during start-up is not lost either); the previous handlers come back afterwards. A
+    request that came after the last step (during the final evaluation) is passed on to an enclosing
+    `stop_requests` (a study of many runs), which stops before the next run instead of losing it."""
     seen: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -85,6 +87,9 @@ def stop_requests():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        for signum in seen[:1]:
+            if callable(previous[signum]) and previous[signum] is not signal.default_int_handler:
+                previous[signum](signum, None)
 
 
 class Loop:

@@ -11,6 +11,7 @@ the study's epochs and says the time left.
 """
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from ..checkpoints.weights import load_pretrained
 from ..models.roadmap import Step
 from . import reporting
-from .loop import RunConfig, resume, train
+from .loop import Interrupted, RunConfig, resume, stop_requests, train
 from .recipes import ROADMAP_RECIPES, ClassifyRecipe
 from .roadmap_runs import step_row
 from .tasks import Classification
@@ -105,10 +106,14 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     total = len(steps) * preset.seeds * preset.epochs
     results: dict[str, dict[int, float]] = {}  # step -> seed -> test top-1
     minutes: dict[str, list[float]] = {}  # step -> each run's time (training and its evaluations)
-    with tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:  # closed on errors too
+    # A stop request between runs (or during a run's last evaluation) ends the study before the next run.
+    with stop_requests() as stop, tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:
         # Seed by seed: a study stopped early already has every step once, then twice.
         for seed in range(run.seed, run.seed + preset.seeds):
             for index, step in enumerate(steps):
+                if stop:
+                    raise Interrupted(f"stopped by {signal.Signals(stop[0]).name} between runs; the finished runs "
+                                      f"are kept, and the same command goes on from there", stop[0])
                 bar.set_postfix(seed=seed, step=step.name.split("_", 2)[2], refresh=False)
                 run_dir = output_dir / step.name / f"seed-{seed}"
                 results.setdefault(step.name, {})[seed] = _trained(step, index, run_dir, preset, replace(run, seed=seed),
