@@ -28,11 +28,11 @@ class Predictor:
     """A model with its preprocessing, ranking and Grad-CAM, on a backend (`backends.BACKENDS`)."""
 
     def __init__(self, model: nn.Module, device: str = "cpu", amp: str | None = None, backend: str = "pytorch"):
-        if isinstance(model, Compiled):  # an exported file (`export.load_exported`): it runs on its engine
-            backend = model.backend
+        exported = isinstance(model, Compiled)  # an exported file (`export.load_exported`): it runs on its engine
+        backend = model.backend if exported else backend
         if backend != "pytorch" and (amp or torch.device(device).type != "cpu"):
             raise ValueError(f"--backend {backend} runs on the CPU: drop --amp and --device")
-        self.model = model if isinstance(model, Compiled) else on_backend(model.to(device).eval(), backend)
+        self.model = model if exported else on_backend(model.to(device).eval(), backend)
         self.device, self.backend = device, backend
         self.autocast = amp_dtype(amp, device)
         config = data_config(model)  # the preprocessing the weights came with

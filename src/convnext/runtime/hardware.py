@@ -11,7 +11,7 @@ import torch
 
 # The flags that decide CPU fast paths, as /proc/cpuinfo spells them, and how people name them.
 ISA_FLAGS = {"avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16", "amx_tile": "AMX",
-             "amx_int8": "AMX-INT8", "avx512_fp16": "AVX512-FP16", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}
+             "avx512_fp16": "AVX512-FP16", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI"}
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in one instruction
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 FP16_FLAGS = ("avx512_fp16", "amx_fp16")
@@ -43,7 +43,7 @@ def describe(device: torch.device | str = "cpu") -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     flags = cpu_flags()
-    have = [label for flag, label in ISA_FLAGS.items() if flag in flags and flag not in ("amx_bf16", "amx_int8")]
+    have = [label for flag, label in ISA_FLAGS.items() if flag in flags and flag != "amx_bf16"]
     if "avx512f" not in flags:
         have.insert(0, "no AVX-512")
     if not any(flag in flags for flag in INT8_FLAGS):
