@@ -20,7 +20,7 @@ echo "CUDA tests: pytest exit status $? (0: all passed; $OUT/cuda-tests.log)"
 
 # 1. Inference and training against the peers: bf16 autocast, channels-last, ConvNeXt-T.
 timeout 240 python3 -m convnext.cli bench --device cuda --amp bf16 --batch-size 128 --rounds 5 --iters 10 \
-    --no-onnx "$compile_flag" --json "$OUT/cuda-bench.json" --plot "$OUT/cuda-bench.png" 2>&1 | grep -v Warning
+    --backend pytorch "$compile_flag" --json "$OUT/cuda-bench.json" --plot "$OUT/cuda-bench.png" 2>&1 | grep -v Warning
 
 # 2. What the measured pointwise kernels are worth in training; then, in a process of its own, the
 #    compiled step, ours and timm's.

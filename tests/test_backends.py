@@ -107,6 +107,18 @@ def test_bench_times_both_engines(tmp_path):
             "convnext openvino int8 qdq"} <= set(names)
 
 
+def test_bench_takes_the_backends_to_time(tmp_path, capsys):
+    common = ["bench", "--model", "convnext_test", "--input-size", "64", "--batch-size", "2", "--peers", "none",
+              "--rounds", "1", "--iters", "1", "--no-train", "--no-memory", "--no-grad-checkpointing"]
+    for backends, expected in ((["--backend", "openvino"], {"convnext openvino"}), (["--backend", "pytorch"], set()),
+                               (["--no-onnx"], set())):
+        assert main(common + backends + ["--json", str(tmp_path / "b.json")]) == 0
+        names = {r["name"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
+        assert {"convnext eager", "convnext optimized"} <= names
+        assert {n for n in names if "onnxruntime" in n or "openvino" in n} == expected
+    capsys.readouterr()
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """convnext_test trained 2 epochs on the digits, for the INT8 tests; read only."""

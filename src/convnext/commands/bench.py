@@ -4,6 +4,7 @@
     convnext bench --compile --json bench.json --plot bench.png
     convnext bench --amp bf16                        # CPUs with AVX512-BF16 or AMX; the peers under autocast
     convnext bench --device cuda --amp bf16 --batch-size 128
+    convnext bench --backend openvino --int8         # our model on OpenVINO too, float32 and INT8
     convnext bench --model convnext_test --input-size 64 --rounds 1 --iters 1 --no-memory   # seconds
 
 Reports inference img/s, batch-1 latency, training-step img/s (forward + backward + AdamW), peak
@@ -15,6 +16,7 @@ import argparse
 import torch
 
 from ..deploy import bench
+from ..deploy.backends import BACKENDS
 from ..deploy.peers import PEERS
 from ..models.registry import create_model
 from ..runtime.ranges import COUNT, INPUT_SIZE
@@ -34,13 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="also time torch.compile (Inductor, frozen weights)")
-    parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time our model on ONNX Runtime and OpenVINO (CPU, float32, when installed)")
+    parser.add_argument("--backend", action="append", choices=BACKENDS,
+                        help="an engine to time our model on besides PyTorch (CPU; repeat for both; default: "
+                             "onnxruntime and openvino, where installed); --backend pytorch: PyTorch alone")
+    parser.add_argument("--no-onnx", action="store_true", help=argparse.SUPPRESS)  # before --backend: pytorch alone
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
                         help="also time our model quantized to INT8 on ONNX Runtime and OpenVINO (CPU)")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write a bar chart PNG")
+
+
+def engines(args: argparse.Namespace) -> tuple[str, ...]:
+    chosen = ["pytorch"] if args.no_onnx else args.backend or bench.BenchConfig.engines
+    return tuple(name for name in chosen if name != "pytorch")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--input-size must be ≥ {smallest} for {args.model}, got {args.input_size}")
     config = bench.BenchConfig(model=args.model, batch=args.batch_size, size=args.input_size, device=args.device,
                                peers=tuple(peers), rounds=args.rounds, iters=args.iters, train=args.train,
-                               memory=args.memory, compile=args.compile, onnx=args.onnx,
+                               memory=args.memory, compile=args.compile, engines=engines(args),
                                grad_checkpointing=args.grad_checkpointing, amp=args.amp, int8=args.int8)
     report = bench.run(config)
     print(bench.table(report))

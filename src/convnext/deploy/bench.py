@@ -41,7 +41,7 @@ class BenchConfig:
     train: bool = True
     memory: bool = True
     compile: bool = False
-    onnx: bool = True
+    engines: tuple[str, ...] = ("onnxruntime", "openvino")  # besides PyTorch, where installed (CPU)
     grad_checkpointing: bool = True
     amp: str | None = None
     int8: bool = False  # also our model quantized to INT8 (`quantize.py`) on ONNX Runtime and OpenVINO
@@ -78,12 +78,13 @@ CONTENDERS = (
               lambda ours, config, dtype: optimize_for_inference(ours, compile=True),
               lambda config, dtype: config.compile),
     *(Contender(f"convnext {engine}", True, False, lambda ours, config, dtype, engine=engine: _engine(ours, engine, config),
-                lambda config, dtype: config.onnx and torch.device(config.device).type == "cpu")
+                lambda config, dtype, engine=engine: engine in config.engines and torch.device(config.device).type == "cpu")
       for engine in ("onnxruntime", "openvino")),
     # INT8: NNCF's IR on OpenVINO (the path `convnext export --format openvino --int8` takes), and ONNX
     # Runtime's QDQ file (`--format onnx --int8`) on both engines
     *(Contender(name, True, False, lambda ours, config, dtype, engine=engine, by=by: _int8(ours, engine, by, config),
-                lambda config, dtype: config.int8 and torch.device(config.device).type == "cpu")
+                lambda config, dtype, engine=engine: config.int8 and engine in config.engines
+                and torch.device(config.device).type == "cpu")
       for name, engine, by in (("convnext openvino int8", "openvino", "openvino"),
                                ("convnext onnxruntime int8", "onnxruntime", "onnxruntime"),
                                ("convnext openvino int8 qdq", "openvino", "onnxruntime"))),
