@@ -156,6 +156,21 @@ def test_int8_export_calibrates_on_the_users_images_and_keeps_the_answers(digits
     assert "at least 16 images" in capsys.readouterr().err and not (tmp_path / "few.onnx").exists()
 
 
+def test_int8_calibrates_on_training_images_apart_from_the_evaluated_ones(digits_run, tmp_path):
+    from convnext.training.data import build_eval_data
+
+    model = convnext.load_pretrained(digits_run)
+    assert len(build_eval_data("digits", model, split="train").dataset) == 1437  # the 80% it trained on
+    assert len(build_eval_data("digits", model).dataset) == 360  # the test split, for eval
+    for part, count in (("train", 3), ("val", 1)):
+        for name in ("0", "1"):
+            (tmp_path / part / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), 40 * i).save(tmp_path / part / name / f"{i}.png")
+    assert len(build_eval_data(str(tmp_path), model, split="train").dataset) == 6
+    assert len(build_eval_data(str(tmp_path), model).dataset) == 2
+
+
 def test_int8_for_openvino_is_quantized_by_nncf_and_keeps_the_answers(digits_run, tmp_path, capsys):
     output = tmp_path / "m.int8.xml"
     assert main(["export", "--weights", str(digits_run), "--format", "openvino", "--int8", "--calibration-data",

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true",
                         help="post-training INT8 quantization, calibrated on --calibration-data: --format onnx by "
                              "ONNX Runtime (static QDQ), --format openvino by NNCF")
-    parser.add_argument("--calibration-data", help='images to calibrate INT8 on: "digits", a folder, hf:NAME or shards')
+    parser.add_argument("--calibration-data", help='images to calibrate INT8 on: "digits" or "scenes" (their training images), '
+                             'a folder (its train/ subfolder if it has one), hf:NAME[:SPLIT] or shards')
     parser.add_argument("--calibration-images", type=COUNT.parse, default=300, help="how many of them (default 300)")
 
 
@@ -66,9 +67,10 @@ def export_int8(model, args: argparse.Namespace) -> int:
                          "calibrated on --calibration-data")
     engine = "openvino" if args.format == "openvino" else "onnxruntime"
     require_quantizer(engine)
-    data = build_eval_data(args.calibration_data, model)
+    data = build_eval_data(args.calibration_data, model, split="train")  # not the images it is evaluated on
     count = min(args.calibration_images, len(data.dataset))
-    batches = [images for images, _ in DataLoader(torch.utils.data.Subset(data.dataset, range(count)), 32)]
+    chosen = torch.randperm(len(data.dataset), generator=torch.Generator().manual_seed(0))[:count].tolist()  # all classes
+    batches = [images for images, _ in DataLoader(torch.utils.data.Subset(data.dataset, chosen), 32)]
     output = Path(args.output)
     with exported_file(output, args.format) as written:
         quantize(model.cpu(), batches, written, data_config(model)["input_size"], engine)

@@ -268,19 +268,23 @@ class EvalData:
 
 
 def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: float | None = None,
-                    columns: tuple[str | None, str | None] = (None, None)) -> EvalData:
+                    columns: tuple[str | None, str | None] = (None, None), split: str = "test") -> EvalData:
     """The evaluation images for `model`: digits' test split, a folder's val/ subfolder, or a whole tree,
-    a `datasets` split (`hf:NAME[:SPLIT]`: SPLIT, else validation, else test) or WebDataset shards.
+    a `datasets` split (`hf:NAME[:SPLIT]`: SPLIT, else validation, else test) or WebDataset shards. With
+    `split="train"` (images to calibrate INT8 on, kept apart from those it is evaluated on) the built-in
+    sets' training images and a folder's train/ subfolder instead; data sets and shards as named.
 
     Classes are matched to the model's by name when it knows its class names.
     """
     saved_crop = (getattr(model, "data_config", None) or {}).get("crop_pct")
+    train = split == "train"
     if data == "digits":
-        _, dataset, names = _digits(0)
+        train_set, test_set, names = _digits(0)
+        dataset = train_set if train else test_set
         channels, crop = 1, crop_pct or saved_crop or 1.0  # 8x8 scans: nothing to crop away
     elif scenes_named(data):
-        dataset, names = TensorImages(*scene_tests()), list(SCENE_CLASSES)  # the fixed test set alone
-        channels, crop = 3, crop_pct or saved_crop or 1.0
+        dataset = _scenes(scenes_named(data), 0)[0] if train else TensorImages(*scene_tests())  # the fixed test set
+        names, channels, crop = list(SCENE_CLASSES), 3, crop_pct or saved_crop or 1.0
     elif is_hub_data(data) or is_shards(data):
         try:
             dataset = hub_eval_split(data, *columns) if is_hub_data(data) else ShardImages(data, "error", [])
@@ -289,7 +293,8 @@ def build_eval_data(data: str, model, input_size: int | None = None, crop_pct: f
         names, channels, crop = dataset.classes, 3 if model.in_chans != 1 else 1, crop_pct or saved_crop
     else:
         root = Path(data)
-        dataset = _image_folder(root / "val" if (root / "val").is_dir() else root, "error", [])
+        part = root / ("train" if train else "val")
+        dataset = _image_folder(part if part.is_dir() else root, "error", [])
         names, channels, crop = dataset.classes, 3, crop_pct or saved_crop
         if model.in_chans == 1:
             channels = 1
