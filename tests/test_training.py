@@ -52,6 +52,20 @@ def test_one_short_epoch_writes_every_artefact(tmp_path, capsys):
     assert (tmp_path / "eval" / "confusion.png").is_file() and len(evaluated["per_class"]) == 10
 
 
+def test_val_every_validates_every_nth_epoch_and_after_the_last_with_the_same_result(tmp_path, capsys):
+    import csv
+
+    for every in (1, 2):
+        assert main(["train", *TINY, "--epochs", "3", "--val-every", str(every), "--output-dir",
+                     str(tmp_path / f"every-{every}"), "--json"]) == 0
+    summaries = [json.loads((tmp_path / f"every-{n}" / "summary.json").read_text()) for n in (1, 2)]
+    assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # validating changes no weight
+    assert weights(tmp_path / "every-1")["head.weight"].equal(weights(tmp_path / "every-2")["head.weight"])
+    rows = list(csv.DictReader((tmp_path / "every-2" / "metrics.csv").open()))
+    assert [r["val_top1"] != "" for r in rows] == [False, True, True] and all(r["train_loss"] for r in rows)
+    assert (tmp_path / "every-2" / "curves.png").stat().st_size > 0
+
+
 def test_short_digits_run_reaches_a_sane_accuracy(tmp_path, capsys):
     """The default recipe and model on a small budget; a broken recipe fails here."""
     assert main(["train", "--epochs", "4", "--output-dir", str(tmp_path / "r"), "--json"]) == 0

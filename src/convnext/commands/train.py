@@ -69,6 +69,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, R
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--save-every", type=COUNT.parse, help="also checkpoint every N optimizer steps")
     parser.add_argument("--keep-checkpoints", type=COUNT.parse, default=2, help="newest checkpoints kept (plus the best)")
+    parser.add_argument("--val-every", type=COUNT.parse, default=1, metavar="EPOCHS",
+                        help="validate every N epochs (always after the last)")
     parser.add_argument("--val-split", type=HELD_OUT.parse, help="share held out when --data has no train/val folders")
     parser.add_argument("--on-bad-image", choices=("error", "skip"), default="error")
     parser.add_argument("--weights", help="start from this checkpoint (any format); the head is re-initialised")
@@ -108,7 +110,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
                      device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                      grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
-                     save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+                     save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, val_every=args.val_every,
                      val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,
                      pretrained=args.pretrained, subset=args.subset, max_steps=args.max_steps,
                      image_column=getattr(args, "image_column", None), label_column=getattr(args, "label_column", None))

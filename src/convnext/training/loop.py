@@ -62,6 +62,7 @@ class RunConfig:
     deterministic: bool = False
     save_every: int | None = None  # also checkpoint every N optimizer steps
     keep_checkpoints: int = 2
+    val_every: int = 1  # validate every N epochs, and always after the last
     val_split: float | None = None
     on_bad_image: str = "error"
     weights: str | None = None  # start from a checkpoint in any format
@@ -249,18 +250,24 @@ class Loop:
                                       f"checkpoint saved. Resume with: {self.task.command} --resume {self.run_dir}",
                                       stop[0])
                 break
-            metrics, ema_metrics = self.last_metrics = self.validate()
-            chosen = ema_metrics if ema_metrics and self.task.score(ema_metrics) > self.task.score(metrics) else metrics
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            best = self.task.score(chosen) > self.best_score
-            self.best_score = max(self.best_score, self.task.score(chosen))
+            scores, described, best = {}, "not validated", False
+            if self.epoch % self.run.val_every == 0 or self.epoch >= self.recipe.epochs:
+                metrics, ema_metrics = self.last_metrics = self.validate()
+                chosen = ema_metrics if ema_metrics and self.task.score(ema_metrics) > self.task.score(metrics) else metrics
+                best = self.task.score(chosen) > self.best_score
+                self.best_score = max(self.best_score, self.task.score(chosen))
+                scores = self.task.row(chosen)
+                ema_note = f"  (EMA {self.task.describe(ema_metrics)})" if ema_metrics else ""
+                described = self.task.describe(chosen) + ema_note
+            else:
+                self.last_metrics = None  # the weights moved on since the last validation
             row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": train_loss, **self.task.row(chosen), "epoch_s": time.time() - epoch_start}
+                   "train_loss": train_loss, **scores, "epoch_s": time.time() - epoch_start}
             if self.ctx.is_main:
                 log.epoch(row)
-                ema_note = f"  (EMA {self.task.describe(ema_metrics)})" if ema_metrics else ""
                 say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
-                    f"{self.task.describe(chosen)}{ema_note}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
+                    f"{described}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
                 self.task.after_epoch(self.model, self.run_dir)
             self.save(best=best)
             if self.global_step == self.run.max_steps:

@@ -34,7 +34,8 @@ class RunLog:
         write_csv([*rows, row], self.columns, self.csv_path)  # rewritten whole: a full disk tears no row
         with reported_as_write_error(self.events, self.run_dir):
             for key in self.columns[2:]:
-                self.writer.add_scalar(key, row[key], row["step"])
+                if row.get(key) is not None:  # validation scores: only in epochs that validated
+                    self.writer.add_scalar(key, row[key], row["step"])
             self.writer.flush()
 
     def truncate(self, epochs_done: int) -> None:
@@ -75,18 +76,25 @@ def plot_curves(metrics_csv: Path, destination: Path) -> None:
     figure, axes = plt.subplots(1, 2 if scores else 1, figsize=(10 if scores else 5, 4), squeeze=False)
     loss_ax = axes[0][0]
     loss_ax.plot(epochs, [float(r["train_loss"]) for r in rows], label="train")
-    if rows and rows[0].get("val_loss") not in (None, ""):
-        loss_ax.plot(epochs, [float(r["val_loss"]) for r in rows], label="val")
+    if any(r.get("val_loss") not in (None, "") for r in rows):
+        loss_ax.plot(*_validated(rows, "val_loss"), marker=".", label="val")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     loss_ax.legend()
     if scores:
         score_ax = axes[0][1]
         for column in scores:
-            score_ax.plot(epochs, [100 * float(r[column]) for r in rows], label=column.removeprefix("val_"))
+            validated_epochs, values = _validated(rows, column)
+            score_ax.plot(validated_epochs, [100 * v for v in values], marker=".", label=column.removeprefix("val_"))
         score_ax.set(xlabel="epoch", ylabel="%", title="Validation")
         score_ax.legend()
     figure.tight_layout()
     save_figure(figure, destination)
+
+
+def _validated(rows: list[dict], column: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) of the epochs that validated (`--val-every`)."""
+    kept = [r for r in rows if r.get(column) not in (None, "")]
+    return [int(r["epoch"]) for r in kept], [float(r[column]) for r in kept]
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], destination: Path) -> None:
