@@ -33,7 +33,31 @@ def test_depthwise_conv_gradients(monkeypatch, onednn, size):
     conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
     x = torch.randn(5, 4, size, size, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(kernels._DepthwiseConv.apply, (x, conv.weight, conv.bias))
-    assert torch.equal(kernels.depthwise_conv(conv, x), conv(x))
+    assert max_abs_diff(kernels.depthwise_conv(conv, x), conv(x)) < 1e-12
+
+
+@pytest.mark.parametrize("height, width, taps", [(1, 1, 1), (2, 2, 3), (3, 3, 5), (1, 3, 5), (4, 4, 7), (9, 9, 7)])
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_depthwise_conv_on_small_maps_uses_the_taps_that_meet_them(onednn, height, width, taps, grad):
+    conv = nn.Conv2d(4, 4, kernel_size=7, padding=3, groups=4).double()
+    assert kernels.seen_taps(conv.weight, torch.empty(1, 4, height, width)).shape[-1] == taps
+    x = torch.randn(5, 4, height, width, dtype=torch.double, requires_grad=grad)
+    outputs = []
+    for conv_of in (kernels.depthwise_conv, lambda conv, x: conv(x)):
+        conv.zero_grad()
+        with torch.set_grad_enabled(grad):
+            out = conv_of(conv, x)
+        if grad:
+            (x_grad,) = torch.autograd.grad(out.square().sum(), x, retain_graph=True)
+            out.square().sum().backward()
+            out = (out, x_grad, conv.weight.grad.clone(), conv.bias.grad.clone())
+        outputs.append(out if grad else (out,))
+    for fast, plain in zip(*outputs):
+        assert max_abs_diff(fast, plain) < 1e-12
+    if grad and taps < 7:  # the taps cropped off only ever met padding: their gradient is zero
+        cut = (7 - taps) // 2
+        assert torch.count_nonzero(outputs[0][2][..., cut:7 - cut, cut:7 - cut]) > 0
+        assert torch.count_nonzero(outputs[0][2]) == torch.count_nonzero(outputs[0][2][..., cut:7 - cut, cut:7 - cut])
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

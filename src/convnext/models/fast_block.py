@@ -3,6 +3,7 @@
 `Block.forward` calls `fast_block(block, x)` wherever `covers(x)`; this is the one place that decides,
 by grad mode and what requires gradients, which of the kernels in `kernels.py` run:
 
+- **both**: the depthwise conv on the kernel taps that meet the map (maps smaller than its reach).
 - **training** (autograd records): the depthwise conv with a faster backward pass; pwconv1 as a 1x1 conv
   or GEMM (measured); for V1, GELU recomputed in the backward pass instead of stored, and layer scale
   folded into pwconv2's weight; the residual sum in place where autograd allows it.
@@ -74,7 +75,8 @@ def _training_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _inference_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = pointwise_then_gelu(_normed(block, block.dwconv(x)), block.pwconv1.weight, block.pwconv1.bias)
+    x = _normed(block, depthwise_conv(block.dwconv, x))
+    x = pointwise_then_gelu(x, block.pwconv1.weight, block.pwconv1.bias)
     if _has_grn(block):
         x = _grn(block, x)
     return pointwise(x, *projection(block), training=False)

@@ -284,8 +284,9 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     On CPUs the faster (measured, `autotune`) of oneDNN's depthwise backward and the same correlation
     computed as a depthwise conv itself, one group per (sample, channel) plane with the gradient plane
     as the kernel, over batch chunks (2-18x faster than oneDNN's for ConvNeXt-T's four stages, fp32,
-    batch 16, on a 2-core EPYC). Planes no larger than the padding (stage 4 of a 32x32 input) always
-    take oneDNN's: it has only a slow generic kernel for the planes' conv. Off CPUs, cuDNN's.
+    batch 16, on a 2-core EPYC). Planes no larger than the padding (a map taller than wide, as
+    `seen_taps` crops to the larger side) always take oneDNN's: it has only a slow generic kernel for
+    the planes' conv. Off CPUs, cuDNN's.
     """
     channels, k = x.shape[1], weight.shape[-1]
 
@@ -301,11 +302,26 @@ def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Ten
     return candidates[chosen]()
 
 
+def seen_taps(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The taps of a stride-1 "same" kernel (odd, square) that ever meet x's map: all of them unless the
+    map is smaller than the kernel's reach. Over stage 4 of a 32² input (1x1) a 7x7 kernel's outer taps
+    only ever multiply the zero padding, and oneDNN's kernels for such shapes are slow: 18.6 ms forward
+    for what is a per-channel scale at batch 128 (0.14 ms cropped), 8.6 ms against 0.7 for a training
+    step's 2x2 maps with AVX2 (AMD EPYC Zen 4). Cropped to the central (2s-1)² taps, s the map's larger
+    side, with padding s-1, the conv sums the same products less those zeros; the cropped-off taps'
+    gradients are the zeros they were.
+    """
+    cut = weight.shape[-1] // 2 - (max(x.shape[-2:]) - 1)
+    return weight if cut <= 0 else weight[..., cut:-cut, cut:-cut]
+
+
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x) for a block's depthwise conv, exact, with the faster backward pass (for autograd)."""
-    if conv.bias is None:
-        return conv(x)
-    return _DepthwiseConv.apply(x, conv.weight, conv.bias)
+    """conv(x) for a block's stride-1 "same" depthwise conv on the taps that meet the map (`seen_taps`),
+    with the faster backward pass where autograd records."""
+    weight = seen_taps(conv.weight, x)
+    if conv.bias is None or not torch.is_grad_enabled():
+        return F.conv2d(x, weight, conv.bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+    return _DepthwiseConv.apply(x, weight, conv.bias)
 
 
 # Batch chunks whose block-internal 4C-wide activation is about this large (bytes) are tried for
