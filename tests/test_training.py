@@ -66,6 +66,25 @@ def test_val_every_validates_every_nth_epoch_and_after_the_last_with_the_same_re
     assert (tmp_path / "every-2" / "curves.png").stat().st_size > 0
 
 
+def test_a_resumed_epoch_reports_its_time_before_the_interruption_too(tmp_path, monkeypatch):
+    import csv
+    import types
+
+    from convnext.training import loop
+
+    readings = iter(range(0, 10**9, 1000))  # the first process's clock: each reading 1000 s after the last
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: float(next(readings))))
+    run_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--max-steps", "3", "--output-dir", str(run_dir)]) == 0
+    monkeypatch.undo()
+    _, interrupted = run_state.newest_intact(run_dir)
+    assert interrupted["step_in_epoch"] == 3 and interrupted["epoch_seconds"] >= 1000
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    (row,) = csv.DictReader((run_dir / "metrics.csv").open())
+    assert float(row["epoch_s"]) >= interrupted["epoch_seconds"]  # not only the part after the resume
+    assert run_state.newest_intact(run_dir)[1]["epoch_seconds"] == 0  # a finished epoch leaves none over
+
+
 def test_short_digits_run_reaches_a_sane_accuracy(tmp_path, capsys):
     """The default recipe and model on a small budget; a broken recipe fails here."""
     assert main(["train", "--epochs", "4", "--output-dir", str(tmp_path / "r"), "--json"]) == 0

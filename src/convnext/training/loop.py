@@ -138,6 +138,9 @@ class Loop:
         self.best_score = float("-inf")  # the task's validation score (higher is better) of the best epoch
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
         self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
+        # This epoch's seconds in processes before this one (kept in checkpoints: a resumed epoch reports
+        # all of its time, not the part after the resume), and when this process's part of it began.
+        self.epoch_seconds_before, self.epoch_resumed_at = 0.0, None
         self.kernels_seen = tuner.version  # kernel choices measured before the last agreement among ranks
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -148,6 +151,7 @@ class Loop:
             "ema": self.ema.state_dict() if self.ema else None, "rng": run_state.rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best_score": self.best_score, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "epoch_seconds": self.epoch_seconds(),
             "kernels": tuner.state_dict(),  # a resumed run computes with the same kernels: bit-identical
         }
 
@@ -168,6 +172,7 @@ class Loop:
         self.global_step = state["global_step"]
         self.best_score = state.get("best_score", state.get("best_top1"))  # the key's name before 0.3
         self.loss_sum, self.loss_count = state["loss_sum"], state["loss_count"]
+        self.epoch_seconds_before = state.get("epoch_seconds", 0.0)  # older checkpoints: only the part after the resume
 
     def save(self, best: bool = False) -> None:
         if self.ctx.is_main:
@@ -236,10 +241,15 @@ class Loop:
         self.agree_on_kernels()  # validation's shapes too
         return metrics, ema_metrics
 
+    def epoch_seconds(self) -> float:
+        """The seconds the current epoch has taken so far, in this process and the ones before it."""
+        now = 0.0 if self.epoch_resumed_at is None else time.time() - self.epoch_resumed_at
+        return self.epoch_seconds_before + now
+
     def fit(self, log, say, stop: list[int]) -> dict:
         start = time.time()
         while self.epoch < self.recipe.epochs:
-            epoch_start = time.time()
+            self.epoch_resumed_at = time.time()
             train_loss = self.train_epoch(stop, progress=self.ctx.is_main)
             if stop or (self.step_in_epoch < self.steps_per_epoch):  # interrupted, or max_steps mid-epoch
                 self.save()
@@ -263,7 +273,8 @@ class Loop:
             else:
                 self.last_metrics = None  # the weights moved on since the last validation
             row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": train_loss, **scores, "epoch_s": time.time() - epoch_start}
+                   "train_loss": train_loss, **scores, "epoch_s": self.epoch_seconds()}
+            self.epoch_seconds_before, self.epoch_resumed_at = 0.0, None  # the next epoch starts from zero
             if self.ctx.is_main:
                 log.epoch(row)
                 say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
