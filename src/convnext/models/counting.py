@@ -3,6 +3,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .fast_block import papers_lines
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters: `count_params(create_model("convnext_tiny"))` -> 28_589_128."""
@@ -13,7 +15,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | int = 224) -
     """Multiply-accumulates of one forward pass on one image (convolutions and matmuls).
 
     The paper's "FLOPs" are MACs; PyTorch's flop counter counts 2 per multiply-add, so halve it.
-    Works on a model built on the `meta` device, so the largest variants cost no memory.
+    Counted on the paper's lines, whatever the device (a kernel's taps over padding included, as the
+    paper's count has them). Works on a model built on the `meta` device, so the largest variants cost
+    no memory.
     """
     if isinstance(input_size, int):
         input_size = (getattr(model, "in_chans", 3), input_size, input_size)
@@ -23,7 +27,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | int = 224) -
     was_training = model.training
     model.eval()
     try:
-        with counter, torch.no_grad():
+        with counter, torch.no_grad(), papers_lines():
             model(x)
     finally:
         model.train(was_training)

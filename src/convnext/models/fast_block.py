@@ -16,6 +16,9 @@ by grad mode and what requires gradients, which of the kernels in `kernels.py` r
 Elsewhere (devices other than CPUs and CUDA GPUs, meta tensors, or `enabled = False`) the block runs
 the paper's lines as written.
 """
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +27,19 @@ from ..runtime.autotune import exporting
 from .kernels import (conv1x1, depthwise_conv, gelu_then_pointwise, pointwise, pointwise_then_gelu,
                       residual_by_chunks)
 
-enabled = True  # False: every block runs the paper's lines (tests compare the two)
+enabled = True  # False: every block runs the paper's lines (tests compare the two; `papers_lines`)
+
+
+@contextmanager
+def papers_lines() -> Iterator[None]:
+    """Every block runs the paper's lines as written: for counting what the paper counts (the fast
+    path skips work the paper's MACs include, such as kernel taps that only ever meet padding)."""
+    global enabled
+    before, enabled = enabled, False
+    try:
+        yield
+    finally:
+        enabled = before
 
 
 def covers(x: torch.Tensor) -> bool:
