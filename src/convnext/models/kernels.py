@@ -317,10 +317,11 @@ def seen_taps(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(x) for a block's stride-1 "same" depthwise conv on the taps that meet the map (`seen_taps`),
-    with the faster backward pass where autograd records. Without autograd, and where every tap meets
-    the map, it is the module's own call (its forward hooks run, as they do on the paper's path)."""
+    with the faster backward pass where autograd records. Where it does not, and every tap meets the
+    map, it is the module's own call (its forward hooks run, as they do on the paper's path)."""
     weight = seen_taps(conv.weight, x)
-    if conv.bias is None or not torch.is_grad_enabled():
+    records = torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)
+    if conv.bias is None or not records:
         if weight is conv.weight:
             return conv(x)
         return F.conv2d(x, weight, conv.bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
