@@ -51,8 +51,8 @@ def fast_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if exporting():
         return x + block.drop_path(_plain_branch(block, x))
     if not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))):
-        width = block.pwconv1.out_features
-        return residual_by_chunks(lambda part: block.drop_path(_inference_branch(block, part)), x, width)
+        width, projected = block.pwconv1.out_features, projection(block)  # once, not per batch chunk
+        return residual_by_chunks(lambda part: block.drop_path(_inference_branch(block, part, projected)), x, width)
     out = block.drop_path(_training_branch(block, x))
     # The sum goes into the branch's output when autograd allows it (a fresh tensor nothing saved), one
     # activation-sized buffer less per block; not under autocast, where out is bf16 and the sum must
@@ -89,12 +89,12 @@ def _training_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return pointwise(_grn(block, F.gelu(h)), *projection(block), training=True)
 
 
-def _inference_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _inference_branch(block: nn.Module, x: torch.Tensor, projected: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     x = _normed(block, depthwise_conv(block.dwconv, x))
     x = pointwise_then_gelu(x, block.pwconv1.weight, block.pwconv1.bias)
     if _has_grn(block):
         x = _grn(block, x)
-    return pointwise(x, *projection(block), training=False)
+    return pointwise(x, *projected, training=False)
 
 
 def _plain_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
