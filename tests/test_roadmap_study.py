@@ -102,6 +102,7 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
             config = json.loads((out / step / f"seed-{seed}" / "config.json").read_text())
             assert config["recipe"]["optimizer"] == optimizer and config["seed"] == seed
             assert config["val_every"] == config["recipe"]["epochs"]  # validated once, after the last epoch
+            assert config["channels_last"]  # the study's default
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
     assert len(finished) == 4
     capsys.readouterr()

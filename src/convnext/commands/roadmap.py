@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0, help="the first seed")
     parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--device")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels-last tensors (default: on, as the steps before LayerNorm train 1.3-2x "
+                             "faster so on CPUs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                                 if v is not None})
     data = f"scenes:{preset.train_images}" if args.data == "scenes" else args.data
     run_config = RunConfig(data=data, seed=args.seed, workers=args.workers, device=args.device,
-                           subset=args.subset, max_steps=args.max_steps)
+                           channels_last=args.channels_last, subset=args.subset, max_steps=args.max_steps)
     recipe = RECIPES[args.recipe] if args.recipe else None
     if recipe and args.epochs is None:
         preset = replace(preset, epochs=recipe.epochs)

@@ -82,14 +82,17 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, std, t_quantile(n) * std / math.sqrt(n) if n > 1 else math.nan
 
 
-def inference_speed(step: Step, size: int, classes: int, channels: int = 3, batch: int = 64) -> float:
-    """Images per second of the step's network in eval mode (random weights, float32, this machine)."""
+def inference_speed(step: Step, size: int, classes: int, channels: int = 3, batch: int = 64,
+                    channels_last: bool = False) -> float:
+    """Images per second of the step's network in eval mode (random weights, float32, this machine), in
+    the memory format its runs trained in."""
     import torch
 
     from ..models.registry import create_model
 
-    model = create_model(step.name, num_classes=classes, in_chans=channels).eval()
-    x = torch.randn(batch, channels, size, size)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(step.name, num_classes=classes, in_chans=channels).eval().to(memory_format=memory_format)
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=memory_format)
     with torch.no_grad():
         model(x)
         started, runs = time.perf_counter(), 0
@@ -128,7 +131,8 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     for step in steps:
         per_seed = results[step.name]
         mean, std, half = interval([100 * v for v in per_seed.values()])
-        row = {**step_row(step, size, classes), "infer_img_s": round(inference_speed(step, size, classes, channels), 1),
+        speed = inference_speed(step, size, classes, channels, channels_last=run.channels_last)
+        row = {**step_row(step, size, classes), "infer_img_s": round(speed, 1),
                "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 2),
                "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
                "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
