@@ -55,9 +55,10 @@ def test_one_short_epoch_writes_every_artefact(tmp_path, capsys):
 def test_val_every_validates_every_nth_epoch_and_after_the_last_with_the_same_result(tmp_path, capsys):
     import csv
 
+    # with randomness drawn between batches (drop path, MixUp/CutMix), which validation must not move
     for every in (1, 2):
-        assert main(["train", *TINY, "--epochs", "3", "--val-every", str(every), "--output-dir",
-                     str(tmp_path / f"every-{every}"), "--json"]) == 0
+        assert main(["train", *TINY, "--epochs", "3", "--val-every", str(every), "--drop-path", "0.2", "--mixup", "0.8",
+                     "--cutmix", "1.0", "--output-dir", str(tmp_path / f"every-{every}"), "--json"]) == 0
     summaries = [json.loads((tmp_path / f"every-{n}" / "summary.json").read_text()) for n in (1, 2)]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # validating changes no weight
     assert weights(tmp_path / "every-1")["head.weight"].equal(weights(tmp_path / "every-2")["head.weight"])

@@ -236,10 +236,18 @@ class Loop:
         return self.loss_sum / max(1, self.loss_count)
 
     def validate(self) -> tuple[dict, dict | None]:
-        metrics = self.task.validate(self.model, self.val_loader, self.autocast)
-        ema_metrics = self.task.validate(self.ema.module, self.val_loader, self.autocast) if self.ema else None
+        with self.rng_set_aside():
+            metrics = self.task.validate(self.model, self.val_loader, self.autocast)
+            ema_metrics = self.task.validate(self.ema.module, self.val_loader, self.autocast) if self.ema else None
         self.agree_on_kernels()  # validation's shapes too
         return metrics, ema_metrics
+
+    def rng_set_aside(self):
+        """For work between training steps: what it draws (each pass over a DataLoader takes a seed from the
+        global generator) leaves the training's random stream (drop path, MixUp, proposal sampling) as it
+        was, so how often a run validates or draws pictures does not change its weights."""
+        device = self.ctx.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
     def epoch_seconds(self) -> float:
         """The seconds the current epoch has taken so far, in this process and the ones before it."""
@@ -279,7 +287,8 @@ class Loop:
                 log.epoch(row)
                 say(f"epoch {self.epoch}/{self.recipe.epochs}  train_loss {train_loss:.4f}  "
                     f"{described}  lr {row['lr']:.2e}  {row['epoch_s']:.1f}s")
-                self.task.after_epoch(self.model, self.run_dir)
+                with self.rng_set_aside():
+                    self.task.after_epoch(self.model, self.run_dir)
             self.save(best=best)
             if self.global_step == self.run.max_steps:
                 break
