@@ -11,6 +11,7 @@ import torch
 import convnext
 from convnext.cli import main
 from convnext.models.roadmap import SMALL
+from convnext.runtime.hardware import cpu_model, describe
 from convnext.training import scenes
 from convnext.training.recipes import ROADMAP_RECIPES
 from convnext.training.roadmap_study import bases, interval, paired_change
@@ -96,6 +97,8 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
     epoch_s = [float(e["epoch_s"]) for seed in (0, 1) for e in csv.DictReader(
         (out / "roadmap_small_01_enhanced_recipe" / f"seed-{seed}" / "metrics.csv").open())]
     assert float(second["run_minutes"]) == pytest.approx(sum(epoch_s) / 2 / 60, abs=0.006)
+    # and every epoch names the machine it was timed on, as the table does for each step
+    assert second["machines"] == describe() and describe().startswith(cpu_model())
     # step 0 trains with the classic recipe, step 1 with the modern one, each once per seed
     for step, optimizer in (("roadmap_small_00_resnet", "sgd"), ("roadmap_small_01_enhanced_recipe", "adamw")):
         for seed in (0, 1):
@@ -109,6 +112,15 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
     assert main(args) == 0  # nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == finished
     assert "roadmap_small_01_enhanced_recipe" in capsys.readouterr().out
+    # the record of a finished study (configs, summaries, metrics; no weights) tabulates again
+    for weights in out.rglob("*.safetensors"):
+        weights.unlink()
+    (out / "roadmap.csv").unlink()
+    assert main(args) == 0
+    again = list(csv.DictReader((out / "roadmap.csv").open()))
+    measured_now = {"infer_img_s"}  # timed afresh each time the table is written
+    assert [{k: v for k, v in r.items() if k not in measured_now} for r in again] == [
+        {k: v for k, v in zip(columns, r) if k not in measured_now} for r in csv.reader(rows)]
 
 
 def test_a_stop_request_at_the_end_of_a_run_stops_the_study_before_the_next(tmp_path, monkeypatch, capsys):

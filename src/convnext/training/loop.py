@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..runtime.atomic import WriteError, write_text
 from ..runtime.autotune import tuner
+from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
 from ..runtime.process import process_settings
 from . import distributed, reporting, run_state
@@ -281,7 +282,8 @@ class Loop:
             else:
                 self.last_metrics = None  # the weights moved on since the last validation
             row = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": train_loss, **scores, "epoch_s": self.epoch_seconds()}
+                   "train_loss": train_loss, **scores, "epoch_s": self.epoch_seconds(),
+                   "machine": describe(self.ctx.device)}
             self.epoch_seconds_before, self.epoch_resumed_at = 0.0, None  # the next epoch starts from zero
             if self.ctx.is_main:
                 log.epoch(row)

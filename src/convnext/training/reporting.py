@@ -11,10 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..runtime.atomic import atomic_file, reported_as_write_error, write_text  # noqa: E402
 
 METRICS_FILE = "metrics.csv"
-COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", "epoch_s"]
-LOSS_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "epoch_s"]  # pre-training: no accuracy
-DETECTION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_AP", "val_AP50", "val_AP75", "val_mask_AP", "epoch_s"]
-SEGMENTATION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_mIoU", "val_mAcc", "val_aAcc", "epoch_s"]
+# Each row ends with the epoch's time and the machine it was timed on: a run resumed on another machine
+# (a study across sessions) has epochs from both, and a time means nothing without its machine.
+TIMING = ["epoch_s", "machine"]
+COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_top1", "val_top5", *TIMING]
+LOSS_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", *TIMING]  # pre-training: no accuracy
+DETECTION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_AP", "val_AP50", "val_AP75", "val_mask_AP", *TIMING]
+SEGMENTATION_COLUMNS = ["epoch", "step", "lr", "train_loss", "val_loss", "val_mIoU", "val_mAcc", "val_aAcc", *TIMING]
 
 
 class RunLog:
@@ -34,7 +37,7 @@ class RunLog:
         write_csv([*rows, row], self.columns, self.csv_path)  # rewritten whole: a full disk tears no row
         with reported_as_write_error(self.events, self.run_dir):
             for key in self.columns[2:]:
-                if row.get(key) is not None:  # validation scores: only in epochs that validated
+                if isinstance(row.get(key), (int, float)):  # validation scores: only in epochs that validated
                     self.writer.add_scalar(key, row[key], row["step"])
             self.writer.flush()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..checkpoints.weights import load_pretrained
+from ..checkpoints.files import MODEL_CONFIG_FILE
 from ..models.roadmap import Step
 from . import reporting
 from .loop import Interrupted, RunConfig, resume, stop_requests, train
@@ -28,7 +28,7 @@ from .tasks import Classification
 
 STUDY_COLUMNS = ["name", "change", "params", "gmacs", "infer_img_s", "run_minutes", "seeds", "top1_mean", "top1_std", "top1_ci95",
                  "delta", "delta_ci95", "base", "from_first", "from_first_ci95", "paper_top1", "paper_delta",
-                 "top1_per_seed"]
+                 "top1_per_seed", "machines"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     total = len(steps) * preset.seeds * preset.epochs
     results: dict[str, dict[int, float]] = {}  # step -> seed -> test top-1
     minutes: dict[str, list[float]] = {}  # step -> each run's time (training and its evaluations)
+    machines: dict[str, set[str]] = {}  # step -> the machines its runs' epochs were timed on
     # A stop request between runs (or during a run's last evaluation) ends the study before the next run.
     with stop_requests() as stop, tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:
         # Seed by seed: a study stopped early already has every step once, then twice.
@@ -124,10 +125,14 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
                 # Summed over epochs, so that a run resumed across sessions counts all of its time.
                 epochs = reporting.read_metrics(run_dir / reporting.METRICS_FILE)
                 minutes.setdefault(step.name, []).append(sum(float(e["epoch_s"]) for e in epochs) / 60)
+                machines.setdefault(step.name, set()).update(e["machine"] for e in epochs if e.get("machine"))
 
     rows, base_of = [], bases(steps)
-    trained = load_pretrained(output_dir / steps[0].name / f"seed-{run.seed}")  # the data's classes and size
-    classes, size, channels = len(trained.class_names), trained.data_config["input_size"], trained.in_chans
+    # The data's classes and size, from the first run's readable config: a study kept without its weights
+    # files (the record of a finished study is its runs' configs, summaries and metrics) still tabulates.
+    trained = json.loads((output_dir / steps[0].name / f"seed-{run.seed}" / MODEL_CONFIG_FILE).read_text())
+    classes, channels = trained["overrides"]["num_classes"], trained["overrides"]["in_chans"]
+    size = trained["input_size"]
     for step in steps:
         per_seed = results[step.name]
         mean, std, half = interval([100 * v for v in per_seed.values()])
@@ -136,7 +141,8 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
                "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 2),
                "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
                "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
-               "top1_per_seed": " ".join(f"{100 * per_seed[s]:.2f}" for s in sorted(per_seed))}
+               "top1_per_seed": " ".join(f"{100 * per_seed[s]:.2f}" for s in sorted(per_seed)),
+               "machines": "; ".join(sorted(machines[step.name]))}
         base = base_of[step.name]
         if base in results:
             delta, delta_half = paired_change(per_seed, results[base])
