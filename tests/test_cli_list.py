@@ -4,11 +4,13 @@ import convnext
 from convnext.cli import main
 
 
-def test_list_prints_every_model_with_params_and_gmacs(capsys):
-    assert main(["list"]) == 0
+def test_list_counts_every_model(capsys):
+    assert main(["list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in rows] == convnext.list_models()
+    assert all(row["params"] > 0 and row["gmacs"] > 0 for row in rows)
+    assert main(["list", "convnext_t*"]) == 0
     out = capsys.readouterr().out
-    for name in convnext.list_models():
-        assert name in out
     assert "28,589,128" in out and "4.46" in out  # ConvNeXt-T: exact params, GMACs at 224
 
 

@@ -61,12 +61,6 @@ def test_macs_count_the_papers_operations_on_every_device(name):
     assert convnext.count_macs(convnext.create_model(name), 32) == convnext.count_macs(meta_model(name), 32)
 
 
-def test_every_registered_model_builds_and_counts():
-    for name in convnext.list_models():
-        model = meta_model(name)
-        assert convnext.count_params(model) > 0 and convnext.count_macs(model, 64) > 0
-
-
 def test_official_parameter_names():
     keys = set(meta_model("convnext_tiny").state_dict())
     assert len(keys) == 182  # the official ConvNeXt-T checkpoint holds 182 tensors
