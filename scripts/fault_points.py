@@ -10,7 +10,7 @@ again under `faulty_run.py`, each time hurt once: SIGKILL at a random optimizer 
 moment, or halfway through writing a checkpoint, and SIGTERM or SIGINT at a random step (those must
 save, print the resume command and exit 0). Then it is resumed to the end, and its weights, EMA and
 metrics must equal the reference's bit for bit, and no temporary file may be left. The suite runs
-this with the default faults (tests/test_faults.py); docs/training.md reports a longer run.
+this with the default faults (tests/test_faults.py); docs/faults.md reports a longer run.
 """
 import argparse
 import json

@@ -3,7 +3,7 @@ client in this one; throughput and p50/p99 latency at 1, 4 and 16 concurrent cli
 and without; then an overload run against a small queue, which must get only 200s and 503s and leave
 the server healthy.
 
-    python scripts/serve_load.py [--model convnext_atto] [--requests 200] [--out docs/bench/serve.json]
+    python scripts/serve_load.py [--model convnext_atto] [--requests 200] [--out docs/bench/serve-cpu-zen4.json]
 """
 import argparse
 import asyncio

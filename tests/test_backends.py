@@ -233,3 +233,30 @@ def test_a_missing_engine_or_unfit_calibration_data_is_one_line(run_dir, capsys,
                  "digits", "--output", str(run_dir / "m.xml")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NNCF: pip install 'convnext[openvino]'" in err
+
+
+def test_nothing_is_left_in_the_temporary_folder(run_dir, tmp_path, monkeypatch, capsys):
+    """The engines' exports (ONNX Runtime's model, bench's INT8 files) go when the engine has read them:
+    a server restarted daily must not fill the disk with models."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    folder = run_dir / "data"
+    for name in ("ant", "bee", "cat"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64), (hash(name) % 255, 90, 30)).save(folder / name / "a.png")
+    commands = [
+        ["predict", "--weights", str(run_dir / "w"), "--backend", "onnxruntime", str(run_dir / "0.png")],
+        ["eval", "--weights", str(run_dir / "w"), "--backend", "onnxruntime", "--data", str(folder),
+         "--output-dir", str(run_dir / "eval")],
+        ["bench", "--model", "convnext_test", "--input-size", "64", "--batch-size", "2", "--peers", "none",
+         "--rounds", "1", "--iters", "1", "--no-train", "--no-memory", "--int8"],
+    ]
+    for command in commands:
+        assert main(command) == 0, command
+        assert sorted(p.name for p in scratch.iterdir()) == [], command
+    served = Predictor(convnext.load_pretrained(run_dir / "w"), backend="onnxruntime")  # what serve runs
+    assert served.model.backend == "onnxruntime" and not list(scratch.iterdir())
+    capsys.readouterr()

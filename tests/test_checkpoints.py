@@ -7,6 +7,7 @@ import safetensors.torch
 import timm
 import torch
 import torchvision
+from PIL import Image
 from transformers import AutoModelForImageClassification
 
 import convnext
@@ -234,3 +235,43 @@ def test_weights_written_by_release_0_1_0_still_load():
     assert stored.keys() == state.keys() and all(torch.equal(stored[k], state[k]) for k in stored)
     with torch.no_grad():
         assert max_abs_diff(model(expected["input"]), expected["logits"]) < 1e-5
+
+@pytest.fixture
+def weight_reads(monkeypatch):
+    """Every parse of a weights file, by its name: safetensors' tensors read, or a torch.load."""
+    from convnext.checkpoints import files
+
+    reads: list[str] = []
+    real_safetensors, real_pickle = files._read_safetensors, files._read_pickle
+    monkeypatch.setattr(files, "_read_safetensors", lambda path: reads.append(Path(path).name) or real_safetensors(path))
+    monkeypatch.setattr(files, "_read_pickle", lambda path: reads.append(Path(path).name) or real_pickle(path))
+    return reads
+
+
+@pytest.mark.parametrize("fmt", ["ours", "official"])
+def test_a_checkpoint_is_read_once_by_train_predict_serve_and_convert(fmt, tmp_path, capsys, weight_reads):
+    model = perturbed(convnext.create_model("convnext_test", num_classes=10))  # RGB: the digits' stem is adapted
+    if fmt == "ours":
+        convnext.save_pretrained(model, tmp_path / "start")
+        weights = tmp_path / "start"
+    else:
+        weights = convnext.write_checkpoint(model, tmp_path / "start.pth", "official")
+    digit = tmp_path / "digit.png"
+    Image.fromarray(torch.randint(0, 255, (40, 40, 3), dtype=torch.uint8).numpy()).save(digit)
+
+    assert main(["train", "--weights", str(weights), "--epochs", "1", "--max-steps", "1", "--batch-size", "16",
+                 "--subset", "32", "--output-dir", str(tmp_path / "run")]) == 0
+    assert len(weight_reads) == 1, weight_reads  # the model name, the normalisation and the tensors: one read
+    weight_reads.clear()
+    assert main(["predict", "--weights", str(weights), str(digit)]) == 0
+    assert len(weight_reads) == 1, weight_reads
+    weight_reads.clear()
+    from convnext.commands.common import load_runnable
+    from convnext.cli import build_parser
+
+    load_runnable(build_parser().parse_args(["serve", "--weights", str(weights)]))  # what serve loads
+    assert len(weight_reads) == 1, weight_reads
+    weight_reads.clear()
+    assert main(["convert", str(weights), str(tmp_path / "converted"), "--to", "ours"]) == 0
+    assert len(weight_reads) == 1, weight_reads
+    capsys.readouterr()

@@ -63,3 +63,50 @@ def test_every_command_in_the_table_has_help(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert f"usage: convnext {command}" in capsys.readouterr().out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "convnext"
+LAYERS = "runtime|models|checkpoints|training|deploy|commands"
+# A path of ours: docs/..., src/..., scripts/..., tests/... (not inside a URL or another repository's
+# path), or a module of the package by its layer (`commands/common.load_runnable`: the module, then
+# the name it defines). <placeholders> stand for any name; a glob must match something.
+OUR_PATH = re.compile(r"(?<![\w/.<>*-])((?:docs|src|scripts|tests)/[\w./<>*-]*[\w>/*])")
+MODULE_REF = re.compile(rf"`(?:src/convnext/)?((?:{LAYERS})/[\w/]+)(?:\.py)?(?:\.(\w+))?")
+
+
+def named_files() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("docs/**/*.md"), *ROOT.glob("scripts/*"),
+            *PACKAGE.rglob("*.py")]
+
+
+def test_every_path_and_module_named_in_readme_docs_and_scripts_exists():
+    missing = []
+    for file in named_files():
+        text = file.read_text()
+        for path in OUR_PATH.findall(text):
+            if "<" not in path and not any(ROOT.glob(path.rstrip("/."))):
+                missing.append(f"{file.relative_to(ROOT)}: {path}")
+        for module, name in MODULE_REF.findall(text):
+            source = PACKAGE / f"{module}.py"
+            if not (source.is_file() or (PACKAGE / module).is_dir()):
+                missing.append(f"{file.relative_to(ROOT)}: {module}")
+            elif name and source.is_file() and not re.search(rf"^(?:def|class) {name}\b|^{name}\b\s*[:=]",
+                                                             source.read_text(), re.M):
+                missing.append(f"{file.relative_to(ROOT)}: {module}.{name}")
+    assert not missing, missing
+
+
+def test_the_package_metadata_builds_without_a_warning(tmp_path):
+    """`pip install -e .` builds with setuptools: its deprecations (a TOML-table license stops building
+    after 2027-02-18) are errors here, and the licence is the SPDX expression."""
+    import subprocess
+    import sys
+
+    build = ("import sys, setuptools.build_meta as b; "
+             "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", build, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "warning" not in done.stderr.lower(), done.stderr[-2000:]
+    metadata = (tmp_path / done.stdout.split()[-1] / "METADATA").read_text()
+    assert "License-Expression: MIT" in metadata

@@ -15,7 +15,7 @@ from ..models.registry import create_model
 from ..models.upernet import UperNet, upernet_convnext
 from ..models.variants import SIZES
 from .convert import CheckpointError, StateDict, detect_format, from_format, to_format
-from .files import read_checkpoint, write_model_files
+from .files import Checkpoint, open_checkpoint, write_model_files
 
 DENSE_FORMAT = "convnext-dense"
 BUILDERS = {"upernet": upernet_convnext, "maskrcnn": maskrcnn_convnext, "fasterrcnn": fasterrcnn_convnext}
@@ -95,9 +95,10 @@ def save_dense(model: nn.Module, directory: str | Path, class_names: list[str] |
     return write_model_files(model, directory, config)
 
 
-def load_dense(path: str | Path, **builder_options) -> nn.Module:
-    """Our dense file (any builder), or a transformers UperNet-ConvNeXt checkpoint."""
-    state, config = read_checkpoint(path)
+def load_dense(path: str | Path | Checkpoint, **builder_options) -> nn.Module:
+    """Our dense file (any builder), or a transformers UperNet-ConvNeXt checkpoint (or either, read)."""
+    checkpoint = open_checkpoint(path)
+    state, config, path = checkpoint.state, checkpoint.config, checkpoint.source
     if config.get("format") == DENSE_FORMAT:
         backbone = create_model(config["backbone"], in_chans=config["in_chans"])
         model = BUILDERS[config["builder"]](backbone, config["num_classes"], **config["head"], **builder_options)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,20 @@ def read_config(path: str | Path) -> dict:
     return own if isinstance(own, dict) and own else config
 
 
-def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
-    """Tensors and config from any weights file or folder (ours, official, timm, torchvision, HF, a run).
+@dataclass(frozen=True)
+class Checkpoint:
+    """A weights file or folder read once: its tensors and its config, passed on to whatever needs them
+    (the model name, the preprocessing, the weights), so that a 350 MB file is parsed a single time."""
+    source: str  # what the user named: a path or a Hub name, for messages
+    state: StateDict
+    config: dict
 
-    The config is ours (from the safetensors header) or an HF `config.json`, else empty. `path` may be
-    a Hub name, `hf-hub:ORG/REPO[@REVISION]`, read through the Hub cache.
-    """
-    path, config = _located(path)
+
+def open_checkpoint(source: "str | Path | Checkpoint") -> Checkpoint:
+    """`source` read (or, already read, as it is): see `read_checkpoint`."""
+    if isinstance(source, Checkpoint):
+        return source
+    path, config = _located(source)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     if path.suffix == ".safetensors":
@@ -181,7 +189,17 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
         state = _read_pickle(path)
     if not state:
         raise CheckpointError(f"{path}: holds no tensors")
-    return state, config
+    return Checkpoint(str(source), state, config)
+
+
+def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
+    """Tensors and config from any weights file or folder (ours, official, timm, torchvision, HF, a run).
+
+    The config is ours (from the safetensors header) or an HF `config.json`, else empty. `path` may be
+    a Hub name, `hf-hub:ORG/REPO[@REVISION]`, read through the Hub cache.
+    """
+    checkpoint = open_checkpoint(path)
+    return checkpoint.state, checkpoint.config
 
 
 def _peer_state(model: nn.Module, fmt: str) -> StateDict:

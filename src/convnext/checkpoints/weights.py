@@ -23,7 +23,7 @@ from .convert import (
     target_key,
 )
 from .dense import backbone_from_hf, is_hf_backbone
-from .files import read_checkpoint, read_config, write_model_files
+from .files import Checkpoint, open_checkpoint, read_config, write_model_files
 from .pretraining import ENCODER_ONLY_FRESH, encoder_state, is_encoder_only
 from .preprocessing import CROP_MODES, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, PIL_RESAMPLE
 
@@ -79,15 +79,16 @@ def infer_model_name(state: StateDict, fmt: str, family: str | None = None, **ov
                           f"({len(state)} tensors); pass a model built with the right depths and dims")
 
 
-def model_name_of(path: str | Path) -> str:
-    """The registered model a weights file or folder holds: the one our files name, else inferred."""
-    state, config = read_checkpoint(path)
+def model_name_of(source: str | Path | Checkpoint) -> str:
+    """The registered model a weights file or folder (or one already read) holds: the one our files
+    name, else inferred."""
+    checkpoint = open_checkpoint(source)
+    state, config = checkpoint.state, checkpoint.config
     if config.get("format") == "convnext":
         return config["model"]
-    if is_hf_backbone(state):
-        with _reading(path):
+    with _reading(checkpoint.source):
+        if is_hf_backbone(state):
             return backbone_from_hf(state).model_name
-    with _reading(path):
         state = encoder_state(state)
         return infer_model_name(state, detect_format(state))
 
@@ -149,21 +150,22 @@ def _reading(path: str | Path) -> Iterator[None]:
         raise CheckpointError(f"{path}: not a usable checkpoint ({error})") from None
 
 
-def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format: str = "auto",
+def load_weights(model_or_name: nn.Module | str | None, path: str | Path | Checkpoint, format: str = "auto",
                  reset_head: bool = False, **overrides) -> nn.Module:
     """Load a checkpoint in any format (official, timm, torchvision, HF, ours) into a model.
 
     `model_or_name` is a model, a registered name, a family ("convnext", "convnextv2", "isotropic") or
     None; for a name or family the variant, `num_classes` and `in_chans` are read off the tensors, and
-    for None our own files rebuild the model they name.
+    for None our own files rebuild the model they name. `path` may be a `Checkpoint` already read.
     `reset_head=True` (or a `num_classes` override that differs) keeps a freshly initialised head.
     """
     registered = isinstance(model_or_name, str) and model_or_name in list_models()
     if isinstance(model_or_name, str) and not registered and model_or_name not in FAMILIES:
         get_spec(model_or_name)  # an unknown name: the error lists the close ones
-    state, config = read_checkpoint(path)
+    checkpoint = open_checkpoint(path)
+    state, config, path = checkpoint.state, checkpoint.config, checkpoint.source
     if model_or_name is None and format == "auto" and not reset_head and config.get("format") == "convnext":
-        return _from_our_config(path, state, config, **overrides)  # the model the file names
+        return _from_our_config(checkpoint, **overrides)  # the model the file names
     if is_hf_backbone(state):
         with _reading(path):
             return _from_hf_backbone(model_or_name, state)
@@ -188,10 +190,11 @@ def load_weights(model_or_name: nn.Module | str | None, path: str | Path, format
     return model
 
 
-def preprocessing_of(path: str | Path) -> dict:
+def preprocessing_of(source: str | Path | Checkpoint) -> dict:
     """The evaluation settings a weights file or repository carries (ours, timm's pretrained_cfg,
-    transformers' image processor), without building a model or reading its tensors; empty if none."""
-    config = read_config(path)
+    transformers' image processor), without building a model or reading its tensors (of a path: its
+    config alone is read); empty if none."""
+    config = source.config if isinstance(source, Checkpoint) else read_config(source)
     if config.get("format") == "convnext":
         return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
                 if k in ("mean", "std", "input_size", "crop_pct", "interpolation", "crop_mode")}
@@ -271,20 +274,21 @@ def save_pretrained(model: nn.Module, directory: str | Path, class_names: list[s
     return write_model_files(model, directory, model_config(model, class_names))
 
 
-def load_pretrained(path: str | Path, **overrides) -> nn.Module:
+def load_pretrained(path: str | Path | Checkpoint, **overrides) -> nn.Module:
     """Rebuild a model from our weights file or folder (a training run folder works too).
 
     Files without our config (official, timm, torchvision, HF) are loaded with the variant inferred.
     `num_classes=` different from the file's keeps every tensor but the head, which starts fresh.
     """
-    state, config = read_checkpoint(path)
-    if config.get("format") != "convnext":
-        return load_weights(None, path, **overrides)
-    return _from_our_config(path, state, config, **overrides)
+    checkpoint = open_checkpoint(path)
+    if checkpoint.config.get("format") != "convnext":
+        return load_weights(None, checkpoint, **overrides)
+    return _from_our_config(checkpoint, **overrides)
 
 
-def _from_our_config(path: str | Path, state: StateDict, config: dict, **overrides) -> nn.Module:
-    with _reading(path):
+def _from_our_config(checkpoint: Checkpoint, **overrides) -> nn.Module:
+    state, config = checkpoint.state, checkpoint.config
+    with _reading(checkpoint.source):
         model = create_model(config["model"], **{**config["overrides"], **overrides})
         reset = load_state(model, state, "official", reset_head=model.num_classes != config["overrides"]["num_classes"])
         model.class_names = None if reset else config.get("class_names")

@@ -34,7 +34,7 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace) -> torch.nn.Module:
     if args.weights:
-        model = load_weights(args.model, args.weights) if args.model else load_pretrained(args.weights)
+        model = load_weights(args.model, args.weights) if args.model else load_pretrained(args.weights)  # one read
     elif args.model and args.pretrained:
         model = create_model(args.model, pretrained=args.pretrained)
     else:

@@ -17,7 +17,7 @@ import argparse
 from ..runtime.atomic import atomic_file
 from ..checkpoints.convert import FORMATS
 from ..checkpoints.dense import DENSE_FORMAT, dense_state, is_upernet, load_dense, save_dense
-from ..checkpoints.files import read_checkpoint, write_checkpoint
+from ..checkpoints.files import open_checkpoint, write_checkpoint
 from ..checkpoints.weights import load_weights, save_pretrained
 from ..runtime.ranges import COUNT
 
@@ -38,12 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-head", action="store_true", help="keep a freshly initialised head (fine-tuning)")
 
 
-def convert_dense(args: argparse.Namespace) -> int:
+def convert_dense(args: argparse.Namespace, checkpoint) -> int:
     """Segmentation and detection models: ours, official (our names in one file) or hf-upernet."""
     import safetensors.torch
     import torch
 
-    model = load_dense(args.source)
+    model = load_dense(checkpoint)
     if args.to == "ours":
         save_dense(model, args.destination)
     elif args.to in ("official", "hf-upernet"):
@@ -61,13 +61,13 @@ def convert_dense(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    state, config = read_checkpoint(args.source)
-    if config.get("format") == DENSE_FORMAT or is_upernet(state):
-        return convert_dense(args)
+    checkpoint = open_checkpoint(args.source)  # read once, whatever it turns out to hold
+    if checkpoint.config.get("format") == DENSE_FORMAT or is_upernet(checkpoint.state):
+        return convert_dense(args, checkpoint)
     if args.to == "hf-upernet":
         raise ValueError("hf-upernet holds UperNet segmentation models; this checkpoint is a classifier")
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = load_weights(args.model, args.source, format=args.source_format, reset_head=args.reset_head, **overrides)
+    model = load_weights(args.model, checkpoint, format=args.source_format, reset_head=args.reset_head, **overrides)
     class_names = getattr(model, "class_names", None)
     if args.to == "ours":
         save_pretrained(model, args.destination, class_names)

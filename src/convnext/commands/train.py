@@ -19,6 +19,7 @@ import types
 import typing
 from dataclasses import fields
 
+from ..checkpoints.files import Checkpoint, open_checkpoint
 from ..checkpoints.weights import model_name_of
 from ..runtime.ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..training.loop import RunConfig, resume, train
@@ -116,24 +117,27 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                      image_column=getattr(args, "image_column", None), label_column=getattr(args, "label_column", None))
 
 
-def train_or_resume(args: argparse.Namespace, task: type[Task], recipe: Recipe | None, say) -> dict:
-    """Resume the run `--resume` names (as the same task), or train a new one with `recipe`."""
+def train_or_resume(args: argparse.Namespace, task: type[Task], recipe: Recipe | None, say,
+                    starting: Checkpoint | None = None) -> dict:
+    """Resume the run `--resume` names (as the same task), or train a new one with `recipe` (from
+    `starting`, the --weights already read, if the command read them)."""
     if args.resume:
         return resume(task, args.resume, say=say, max_steps=args.max_steps)
-    return train(task, recipe, run_config(args), say=say)
+    return train(task, recipe, run_config(args), say=say, starting=starting)
 
 
 def run(args: argparse.Namespace) -> int:
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
-    recipe = None
+    recipe, starting = None, None
     if not args.resume:
         recipe = recipe_from(args, RECIPES)
         if not hasattr(args, "recipe_model") and args.weights:  # fine-tuning: the model the weights hold
-            recipe = recipe.update(model=model_name_of(args.weights))
+            starting = open_checkpoint(args.weights)  # read once: the name here, then data and weights
+            recipe = recipe.update(model=model_name_of(starting))
             say(f"--weights {args.weights} holds {recipe.model}: training that model")
         elif not hasattr(args, "recipe_model") and args.recipe != "small":
             recipe = recipe.update(model="convnext_tiny")
-    summary = train_or_resume(args, Classification, recipe, say)
+    summary = train_or_resume(args, Classification, recipe, say, starting)
     say(f"test top-1 {100 * summary['test_top1']:.2f}%  top-5 {100 * summary['test_top5']:.2f}%  "
         f"after {summary['epochs']} epochs in {summary['wall_s']:.0f}s; run written to {summary['run_dir']}")
     if args.json:

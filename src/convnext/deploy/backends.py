@@ -46,9 +46,11 @@ def on_backend(model: nn.Module, backend: str, size: int | None = None) -> nn.Mo
     size = size or data_config(model)["input_size"]
     example = torch.randn(2, model.in_chans, size, size)
     if backend == "onnxruntime":
-        path = Path(tempfile.mkdtemp(prefix="convnext-onnx-")) / "model.onnx"
-        write_onnx(folded, path, example, dynamic_batch=True)
-        return Compiled(model, backend, onnxruntime_runner(path))
+        # The session reads the whole file when it is made: the folder goes as soon as it has.
+        with tempfile.TemporaryDirectory(prefix="convnext-onnx-") as folder:
+            path = Path(folder) / "model.onnx"
+            write_onnx(folded, path, example, dynamic_batch=True)
+            return Compiled(model, backend, onnxruntime_runner(path))
     with torch.no_grad():
         converted = engine.convert_model(folded, example_input=example,
                                          input=[engine.PartialShape([-1, model.in_chans, -1, -1])])

@@ -140,11 +140,13 @@ def _int8(model: nn.Module, backend: str, quantizer: str, config: BenchConfig) -
         require(backend)
     except ValueError:
         return None
-    path = Path(tempfile.mkdtemp(prefix="convnext-int8-")) / ("model.int8.xml" if quantizer == "openvino" else "model.int8.onnx")
     generator = torch.Generator().manual_seed(0)
-    quantize(model, [torch.randn(8, model.in_chans, config.size, config.size, generator=generator) for _ in range(4)],
-             path, config.size, quantizer)
-    runner = onnxruntime_runner(path) if backend == "onnxruntime" else openvino_runner(str(path))
+    calibration = [torch.randn(8, model.in_chans, config.size, config.size, generator=generator) for _ in range(4)]
+    # Both engines read the whole file when they compile it: the folder goes as soon as they have.
+    with tempfile.TemporaryDirectory(prefix="convnext-int8-") as folder:
+        path = Path(folder) / ("model.int8.xml" if quantizer == "openvino" else "model.int8.onnx")
+        quantize(model, calibration, path, config.size, quantizer)
+        runner = onnxruntime_runner(path) if backend == "onnxruntime" else openvino_runner(str(path))
     return Compiled(model, backend, runner)
 
 

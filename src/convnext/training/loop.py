@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..checkpoints.files import Checkpoint
 from ..runtime.atomic import WriteError, write_text
 from ..runtime.autotune import tuner
 from ..runtime.hardware import describe
@@ -30,7 +31,7 @@ from . import distributed, reporting, run_state
 from .data import EpochSampler
 from .optim import lr_schedule
 from .recipes import Recipe
-from .starting_weights import load_starting_weights
+from .starting_weights import load_starting_weights, read_starting_weights
 from .tasks import TASKS
 from .tasks.base import Task, TrainingError
 
@@ -97,13 +98,16 @@ def stop_requests():
 class Loop:
     """One run of one task: built from the recipe, then `fit`, then `finish`."""
 
-    def __init__(self, task: Task, run: RunConfig, run_dir: Path, context: distributed.Context):
+    def __init__(self, task: Task, run: RunConfig, run_dir: Path, context: distributed.Context,
+                 starting: Checkpoint | None = None):
         recipe = task.recipe
         self.task, self.recipe, self.run, self.run_dir, self.ctx = task, recipe, run, run_dir, context
         torch.manual_seed(run.seed)
+        task.starting = starting or read_starting_weights(run)  # one reading for the data and the network
         self.data = task.data = task.build_data()
         network = task.start_network()
-        load_starting_weights(network, run, recipe.model)
+        load_starting_weights(network, run, recipe.model, task.starting)
+        task.starting = None  # its tensors are the network's now: not held through the run
         self.model = task.build_model(network).to(context.device)
         task.check_input_size(self.model, self.data.input_size)
         if run.channels_last:
@@ -326,8 +330,10 @@ class Loop:
                 f"{recipe.accum_steps} accumulation); run dir {self.run_dir}")
 
 
-def train(task_class: type[Task], recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None) -> dict:
-    """Train one run of a task; returns the summary (the task's scores, epochs, wall_s, run_dir, ...)."""
+def train(task_class: type[Task], recipe: Recipe, run: RunConfig, say=print, resume_dir: Path | None = None,
+          starting: Checkpoint | None = None) -> dict:
+    """Train one run of a task; returns the summary (the task's scores, epochs, wall_s, run_dir, ...).
+    `starting`: `run.weights` already read (by a command that needed its model name first)."""
     context = distributed.setup(run.device)
     run_dir = resume_dir or Path(run.output_dir or f"runs/{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     with contextlib.ExitStack() as cleanup:
@@ -337,7 +343,7 @@ def train(task_class: type[Task], recipe: Recipe, run: RunConfig, say=print, res
         if context.distributed and resume_dir is None and run.output_dir is None:
             raise TrainingError("with torchrun, pass --output-dir so every process writes to the same run")
         try:
-            return _train(task_class, recipe, run, say, run_dir, resume_dir is not None, context, stop)
+            return _train(task_class, recipe, run, say, run_dir, resume_dir is not None, context, stop, starting)
         except WriteError as error:
             raise TrainingError(write_failure(error, task_class, run_dir)) from error
 
@@ -354,10 +360,10 @@ def write_failure(error: WriteError, task_class: type[Task], run_dir: Path) -> s
 
 
 def _train(task_class: type[Task], recipe: Recipe, run: RunConfig, say, run_dir: Path, resuming: bool,
-           context: distributed.Context, stop: list[int]) -> dict:
+           context: distributed.Context, stop: list[int], starting: Checkpoint | None) -> dict:
     run = RunConfig(**{**asdict(run), "recipe": recipe.as_dict(), "output_dir": str(run_dir),
                        "task": task_class.name})
-    loop = Loop(task_class(recipe, run, context), run, run_dir, context)
+    loop = Loop(task_class(recipe, run, context), run, run_dir, context, starting)
     if resuming:
         run_state.remove_temporaries(run_dir)
     state = run_state.load_latest(run_dir, say) if resuming else None

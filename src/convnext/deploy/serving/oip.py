@@ -11,7 +11,8 @@ and gets `probabilities` (FP32 [N, classes]) and `labels` (BYTES [N, k]: the k m
 names, most probable first; k from the request's `top_k` parameter, default 5), each in JSON or binary
 as the request asks (`binary_data` per output, `binary_data_output` for all). The spec:
 https://kserve.github.io/website/docs/concepts/architecture/data-plane/v2-protocol and Triton's
-binary_data extension (docs/protocol/extension_binary_data.md in triton-inference-server/server).
+binary_data extension
+(https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md).
 """
 import base64
 import binascii

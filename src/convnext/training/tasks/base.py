@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ...checkpoints.files import Checkpoint
 from ..data import DataBundle
 from ..distributed import Context
 from ..optim import build_optimizer
@@ -31,6 +32,7 @@ class Task:
         self.recipe, self.run, self.ctx = recipe, run, context
         self.data: DataBundle | None = None
         self.autocast: torch.dtype | None = None  # the run's autocast dtype, set by the loop
+        self.starting: Checkpoint | None = None  # the --weights the run starts from, read once by the loop
 
     # --- data and model ------------------------------------------------------------------------
     def build_data(self) -> DataBundle:

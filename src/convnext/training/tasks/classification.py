@@ -35,7 +35,7 @@ class Classification(Task):
         run = self.run
         data = build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
                           columns=(run.image_column, run.label_column),
-                          normalisation=starting_normalisation(run))
+                          normalisation=starting_normalisation(self.starting))
         self.mixer = mixer(self.recipe, len(data.class_names))
         return data
 

@@ -31,7 +31,7 @@ class Pretraining(Task):
         run = self.run
         return build_data(run.data, self.recipe, run.seed, run.val_split, run.on_bad_image, run.subset,
                           unlabelled=True, columns=(run.image_column, run.label_column),
-                          normalisation=starting_normalisation(run))
+                          normalisation=starting_normalisation(self.starting))
 
     def start_network(self) -> nn.Module:
         """The encoder (a starting checkpoint's head and final norm are not used)."""
