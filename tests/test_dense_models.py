@@ -168,3 +168,44 @@ def test_layer_decay_follows_the_official_rules():
     assert decay_of[id(params["decode_head.classifier.bias"])] == 0.0 == decay_of[id(params["backbone.stages.0.0.gamma"])]
     assert decay_of[id(params["decode_head.classifier.weight"])] == 0.05
     assert sum(len(g["params"]) for g in groups) == len(params)
+
+
+def _detector_loss(model):
+    images = [torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    return sum(model(images, targets_for(images)).values())
+
+
+def _segmenter_loss(model):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    masks = torch.randint(0, 3, (2, 64, 64), generator=torch.Generator().manual_seed(4))
+    return sum(segmentation_loss(model(images), masks).values())
+
+
+@pytest.mark.parametrize("build,loss", [
+    (lambda: maskrcnn_convnext("convnext_test", num_classes=4, drop_path_rate=0.2, **SMALL), _detector_loss),
+    (lambda: upernet_convnext(convnext.create_model("convnext_test", drop_path_rate=0.2), num_classes=3, channels=32),
+     _segmenter_loss),
+], ids=["mask-rcnn", "upernet"])
+def test_grad_checkpointing_recomputes_every_backbone_block_with_the_same_gradients(build, loss, monkeypatch):
+    import copy
+
+    import convnext.models.layers as layers
+    from convnext.models.layers import set_grad_checkpointing
+
+    torch.manual_seed(0)
+    model = build().train()
+    checkpointed = copy.deepcopy(model)
+    assert set_grad_checkpointing(checkpointed) >= 1
+    calls = []
+    real = layers.checkpoint
+    monkeypatch.setattr(layers, "checkpoint", lambda fn, *a, **k: calls.append(fn) or real(fn, *a, **k))
+    grads = []
+    for m in (model, checkpointed):
+        torch.manual_seed(1)  # the same drop-path draws and RPN/RoI sampling in both
+        loss(m).backward()
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    backbone = checkpointed.backbone.body if hasattr(checkpointed.backbone, "body") else checkpointed.backbone
+    assert calls == [block for stage in backbone.stages for block in stage]  # only the checkpointed copy
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("backbone") for k in grads[0])
+    for key in grads[0]:
+        assert torch.allclose(grads[0][key], grads[1][key], rtol=1e-4, atol=1e-6), key

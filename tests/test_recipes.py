@@ -13,7 +13,9 @@ def test_in1k_recipe_is_the_papers():
     r = RECIPES["in1k"]
     assert (r.lr, r.lr_base_batch, r.weight_decay, r.epochs, r.warmup_epochs, r.min_lr) == (4e-3, 4096, 0.05, 300, 20, 1e-6)
     assert (r.randaugment, r.mixup, r.cutmix, r.reprob, r.label_smoothing) == (9, 0.8, 1.0, 0.25, 0.1)
-    assert (r.layer_scale, r.ema_decay, r.crop_pct) == (1e-6, 0.9999, 0.875)
+    assert (r.ema_decay, r.crop_pct) == (0.9999, 0.875)
+    # layer scale: the model's own, which is the paper's 1e-6
+    assert r.layer_scale is None and convnext.create_model("convnext_tiny").stages[0][0].gamma.max().item() == pytest.approx(1e-6)
     f = RECIPES["finetune"]
     assert (f.lr, f.lr_base_batch, f.epochs, f.warmup_epochs, f.weight_decay, f.head_init_scale) == (5e-5, 512, 30, 0, 1e-8, 0.001)
     assert 0.7 <= f.layer_decay <= 0.8 and f.mixup == f.cutmix == 0

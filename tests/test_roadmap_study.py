@@ -90,6 +90,8 @@ def test_a_tiny_study_writes_its_table_and_resumes(tmp_path, monkeypatch, capsys
     assert {"top1_mean", "top1_std", "top1_ci95", "delta", "delta_ci95", "from_first", "from_first_ci95", "infer_img_s",
             "top1_per_seed"} <= set(columns)
     assert len(rows) == 2 and (out / "roadmap.png").stat().st_size > 0
+    # the table names the recipe each step trained with: the study's point is that step 0 trains differently
+    assert [r["recipe"] for r in csv.DictReader([header, *rows])] == ["classic", "modern"]
     # step 1's change from step 0 is both its paired change and the whole way so far
     second = dict(zip(columns, next(csv.reader(rows[1:]))))
     assert second["delta"] == second["from_first"] and second["delta_ci95"] == second["from_first_ci95"] != ""

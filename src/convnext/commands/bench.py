@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = set(peers) - set(PEERS)
     if unknown:
         raise ValueError(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
+    if args.int8 and not engines(args):
+        raise ValueError("--int8 times our model quantized on ONNX Runtime and OpenVINO: with --backend pytorch "
+                         "alone there is nothing to run it on (add --backend onnxruntime or openvino)")
     with torch.device("meta"):
         smallest = create_model(args.model).min_input_size
     if args.input_size < smallest:

@@ -66,11 +66,10 @@ def run(args: argparse.Namespace) -> int:
     data = f"scenes:{preset.train_images}" if args.data == "scenes" else args.data
     run_config = RunConfig(data=data, seed=args.seed, workers=args.workers, device=args.device,
                            channels_last=args.channels_last, subset=args.subset, max_steps=args.max_steps)
-    recipe = RECIPES[args.recipe] if args.recipe else None
-    if recipe and args.epochs is None:
-        preset = replace(preset, epochs=recipe.epochs)
+    if args.recipe and args.epochs is None:
+        preset = replace(preset, epochs=RECIPES[args.recipe].epochs)
     output_dir = Path(args.output_dir)
-    rows = run_study(steps, preset, run_config, output_dir, recipe)
+    rows = run_study(steps, preset, run_config, output_dir, args.recipe)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_study_csv(rows, output_dir / "roadmap.csv")
     plot_study(rows, output_dir / "roadmap.png", args.data if args.data in ("digits", "scenes") else Path(args.data).name)

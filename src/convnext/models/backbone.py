@@ -26,6 +26,10 @@ class ConvNeXtBackbone(nn.Module):
             self.add_module(f"norm{i}", LayerNorm2d(model.dims[i]) if stage_norms else nn.Identity())
         self.out_channels = [model.dims[i] for i in self.out_indices]
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute blocks in the backward pass: less memory, same gradients (as the classifier's)."""
+        self.grad_checkpointing = enable
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_input(x, self.in_chans, self.min_input_size)
         maps = run_stages(self.downsample_layers, self.stages, x, self.out_indices,

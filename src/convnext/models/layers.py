@@ -79,6 +79,15 @@ class Classifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def set_grad_checkpointing(model: nn.Module, enable: bool = True) -> int:
+    """Switch block recomputation on (or off) in every network inside `model` that offers it: the model
+    itself, a detector's or UperNet's ConvNeXt backbone, FCMAE's encoder. Returns how many took it."""
+    networks = [m for m in model.modules() if callable(getattr(m, "set_grad_checkpointing", None))]
+    for network in networks:
+        network.set_grad_checkpointing(enable)
+    return len(networks)
+
+
 def checkpointed_blocks(blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Run blocks keeping only each block's input; every block is recomputed once in backward.
 

@@ -258,8 +258,17 @@ RESNET, CONVNEXT = R50[0].config, R50[-1].config  # the two ends of the path
 
 
 def _builder(step: Step):
-    def build(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0, head_init_scale: float = 1.0):
-        return RoadmapNet(step.config, num_classes, in_chans, drop_path_rate, head_init_scale)
+    def build(num_classes: int = 1000, in_chans: int = 3, drop_path_rate: float = 0.0, head_init_scale: float = 1.0,
+              layer_scale_init_value: float | None = None):
+        """`layer_scale_init_value`: None keeps the step's own; a step with layer scale (the last) takes
+        any value (0: none), as ConvNeXt does; a step without it has none to set."""
+        config = step.config
+        if layer_scale_init_value is not None and layer_scale_init_value != config.layer_scale:
+            if config.layer_scale == 0:
+                raise ValueError(f"{step.name} has no layer scale (it comes with the last step): "
+                                 f"layer_scale_init_value {layer_scale_init_value:g} refused")
+            config = replace(config, layer_scale=layer_scale_init_value)
+        return RoadmapNet(config, num_classes, in_chans, drop_path_rate, head_init_scale)
     build.__name__ = step.name
     return build
 

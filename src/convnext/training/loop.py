@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoints.files import Checkpoint
+from ..models.layers import set_grad_checkpointing
 from ..runtime.atomic import WriteError, write_text
 from ..runtime.autotune import tuner
 from ..runtime.hardware import describe
@@ -112,8 +113,8 @@ class Loop:
         task.check_input_size(self.model, self.data.input_size)
         if run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if run.grad_checkpointing:
-            self.model.set_grad_checkpointing(True)
+        if run.grad_checkpointing and not set_grad_checkpointing(self.model):
+            raise TrainingError(f"--grad-checkpointing: {type(self.model).__name__} has no ConvNeXt blocks to recompute")
 
         self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
         self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
@@ -138,7 +139,7 @@ class Loop:
         self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
         self.network = task.distribute(self.model) if context.distributed else self.model
         if run.compile:
-            self.network = torch.compile(self.network)
+            self.network = task.compile(self.network)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_score = float("-inf")  # the task's validation score (higher is better) of the best epoch
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch

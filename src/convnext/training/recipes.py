@@ -88,7 +88,9 @@ class ClassifyRecipe(Recipe):
     randaugment: int | None = option(9, "RandAugment magnitude (2 ops); None disables", MAGNITUDE)
     reprob: float = option(0.25, "random erasing probability", PROBABILITY)
     min_crop_scale: float = option(0.08, "RandomResizedCrop keeps at least this share of the image", SHARE)
-    layer_scale: float = option(1e-6, "layer scale init value (0: none)", NON_NEGATIVE)
+    layer_scale: float | None = option(None, "layer scale init value; None: the model's own (1e-6 in ConvNeXt V1 "
+                                             "and isotropic, none in V2 and before the roadmap's last step); 0: none",
+                                       NON_NEGATIVE)
     head_init_scale: float = option(1.0, "head weight scale at init (0.001 to fine-tune)", POSITIVE)
     crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
 
@@ -159,7 +161,7 @@ ROADMAP_RECIPES = {
     "modern": ClassifyRecipe(  # AdamW, warm-up + cosine, mixup/cutmix, RandAugment, erasing, smoothing, drop path, EMA
         optimizer="adamw", epochs=5, batch_size=64, lr=4e-3, lr_base_batch=512, min_lr=1e-6, warmup_epochs=0.33,
         weight_decay=0.05, label_smoothing=0.1, mixup=0.8, cutmix=1.0, randaugment=9, reprob=0.25,
-        drop_path=0.1, ema_decay=0.999, layer_scale=1e-6, hflip=0.5, min_crop_scale=0.5, input_size=64,
+        drop_path=0.1, ema_decay=0.999, layer_scale=None, hflip=0.5, min_crop_scale=0.5, input_size=64,
         crop_pct=1.0),
 }
 

@@ -22,11 +22,11 @@ from ..checkpoints.files import MODEL_CONFIG_FILE
 from ..models.roadmap import Step
 from . import reporting
 from .loop import Interrupted, RunConfig, resume, stop_requests, train
-from .recipes import ROADMAP_RECIPES, ClassifyRecipe
+from .recipes import RECIPES, ROADMAP_RECIPES, ClassifyRecipe
 from .roadmap_runs import step_row
 from .tasks import Classification
 
-STUDY_COLUMNS = ["name", "change", "params", "gmacs", "infer_img_s", "run_minutes", "seeds", "top1_mean", "top1_std", "top1_ci95",
+STUDY_COLUMNS = ["name", "change", "recipe", "params", "gmacs", "infer_img_s", "run_minutes", "seeds", "top1_mean", "top1_std", "top1_ci95",
                  "delta", "delta_ci95", "base", "from_first", "from_first_ci95", "paper_top1", "paper_delta",
                  "top1_per_seed", "machines"]
 
@@ -49,10 +49,17 @@ PRESETS = {
 }
 
 
-def recipe_for(step: Step, index: int, preset: Preset, recipe: ClassifyRecipe | None = None) -> ClassifyRecipe:
-    """`recipe` for every step if given, else the classic one for step 0 (the ResNet as published) and
-    the modernised one from step 1 on; at the preset's epochs and batch."""
-    chosen = recipe or ROADMAP_RECIPES["classic" if index == 0 else "modern"]
+def recipe_name(step: Step, recipe: str | None = None) -> str:
+    """The recipe a step trains with: `recipe` (a preset of `recipes.RECIPES`) for every step if given,
+    else "classic" for step 0 (the ResNet as published) and "modern" from step 1 on
+    (`recipes.ROADMAP_RECIPES`), whichever steps the study holds."""
+    return recipe or ("classic" if step.name.split("_")[2] == "00" else "modern")
+
+
+def recipe_for(step: Step, preset: Preset, recipe: str | None = None) -> ClassifyRecipe:
+    """The step's recipe (`recipe_name`) at the preset's epochs and batch."""
+    name = recipe_name(step, recipe)
+    chosen = ROADMAP_RECIPES[name] if name in ROADMAP_RECIPES else RECIPES[name]
     return chosen.update(model=step.name, epochs=preset.epochs, batch_size=preset.batch_size)
 
 
@@ -103,9 +110,9 @@ def inference_speed(step: Step, size: int, classes: int, channels: int = 3, batc
 
 
 def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Path,
-              recipe: ClassifyRecipe | None = None) -> list[dict]:
+              recipe: str | None = None) -> list[dict]:
     """Train every (step, seed) not yet finished and return one row per step (see STUDY_COLUMNS); with
-    `recipe`, that one for every step instead of the classic and modern ones."""
+    `recipe` (a preset's name), that one for every step instead of the classic and modern ones."""
     total = len(steps) * preset.seeds * preset.epochs
     results: dict[str, dict[int, float]] = {}  # step -> seed -> test top-1
     minutes: dict[str, list[float]] = {}  # step -> each run's time (training and its evaluations)
@@ -114,16 +121,18 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
     with stop_requests() as stop, tqdm(total=total, desc="roadmap study", unit="epoch", smoothing=0.05) as bar:
         # Seed by seed: a study stopped early already has every step once, then twice.
         for seed in range(run.seed, run.seed + preset.seeds):
-            for index, step in enumerate(steps):
+            for step in steps:
                 if stop:
                     raise Interrupted(f"stopped by {signal.Signals(stop[0]).name} between runs; the finished runs "
                                       f"are kept, and the same command goes on from there", stop[0])
                 bar.set_postfix(seed=seed, step=step.name.split("_", 2)[2], refresh=False)
                 run_dir = output_dir / step.name / f"seed-{seed}"
-                results.setdefault(step.name, {})[seed] = _trained(step, index, run_dir, preset, replace(run, seed=seed),
+                results.setdefault(step.name, {})[seed] = _trained(step, run_dir, preset, replace(run, seed=seed),
                                                                    recipe, bar)
                 # Summed over epochs, so that a run resumed across sessions counts all of its time.
-                epochs = reporting.read_metrics(run_dir / reporting.METRICS_FILE)
+                # A run stopped by --max-steps before its first epoch ended has no epochs recorded.
+                metrics = run_dir / reporting.METRICS_FILE
+                epochs = reporting.read_metrics(metrics) if metrics.is_file() else []
                 minutes.setdefault(step.name, []).append(sum(float(e["epoch_s"]) for e in epochs) / 60)
                 machines.setdefault(step.name, set()).update(e["machine"] for e in epochs if e.get("machine"))
 
@@ -137,7 +146,7 @@ def run_study(steps: list[Step], preset: Preset, run: RunConfig, output_dir: Pat
         per_seed = results[step.name]
         mean, std, half = interval([100 * v for v in per_seed.values()])
         speed = inference_speed(step, size, classes, channels, channels_last=run.channels_last)
-        row = {**step_row(step, size, classes), "infer_img_s": round(speed, 1),
+        row = {**step_row(step, size, classes), "recipe": recipe_name(step, recipe), "infer_img_s": round(speed, 1),
                "run_minutes": round(sum(minutes[step.name]) / len(minutes[step.name]), 2),
                "seeds": len(per_seed), "top1_mean": round(mean, 2), "top1_std": round(std, 2),
                "top1_ci95": round(half, 2), "base": base_of[step.name] or "",
@@ -162,7 +171,7 @@ def paired_change(top1: dict[int, float], base_top1: dict[int, float]) -> tuple[
     return round(delta, 2), round(half, 2)
 
 
-def _trained(step: Step, index: int, run_dir: Path, preset: Preset, run: RunConfig, recipe: ClassifyRecipe | None,
+def _trained(step: Step, run_dir: Path, preset: Preset, run: RunConfig, recipe: str | None,
              bar: tqdm) -> float:
     """The test top-1 of one (step, seed) run: read back when finished, else resumed or trained."""
     summary_file = run_dir / "summary.json"
@@ -180,7 +189,7 @@ def _trained(step: Step, index: int, run_dir: Path, preset: Preset, run: RunConf
         else:
             # Validated once, after the last epoch: the table needs the final score alone, and two passes
             # (model and EMA) over the 5,000 test images were about a sixth of each epoch.
-            train(Classification, recipe_for(step, index, preset, recipe),
+            train(Classification, recipe_for(step, preset, recipe),
                   replace(run, output_dir=str(run_dir), val_every=preset.epochs), say=progress)
     return json.loads(summary_file.read_text())["test_top1"]
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...checkpoints.files import Checkpoint
+from ...models.registry import create_model, model_options
 from ..data import DataBundle
 from ..distributed import Context
 from ..optim import build_optimizer
@@ -19,6 +20,35 @@ from ..recipes import Recipe
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+
+# Recipe fields that are options of the model: (the builder's keyword, what the model lacks it as, the
+# values that ask nothing of a model without it). A value that asks something of a model that has no
+# such option is refused naming both, never dropped.
+MODEL_FIELDS = {
+    "drop_path": ("drop_path_rate", "drop path", (0.0,)),
+    "layer_scale": ("layer_scale_init_value", "layer scale", (None, 0.0)),
+    "head_init_scale": ("head_init_scale", "classifier head", (1.0,)),
+}
+
+
+def build_network(recipe: Recipe, fields: tuple[str, ...], **options) -> nn.Module:
+    """`recipe.model` built with `options` and the recipe's model `fields` (of MODEL_FIELDS)."""
+    accepted = model_options(recipe.model)
+    for name in fields:
+        keyword, what, neutral = MODEL_FIELDS[name]
+        value = getattr(recipe, name)
+        if keyword in accepted and value is not None:
+            options[keyword] = value
+        elif keyword not in accepted and value not in neutral:
+            raise TrainingError(f"--{name.replace('_', '-')} {value:g}: {recipe.model} has no {what} to set")
+    try:
+        return create_model(recipe.model, **options)
+    except ValueError as error:  # an option the builder refuses for this model: named as the flag
+        message = str(error)
+        for name in fields:
+            message = message.replace(MODEL_FIELDS[name][0], f"--{name.replace('_', '-')}")
+        raise TrainingError(message) from None
 
 
 class Task:
@@ -61,6 +91,10 @@ class Task:
 
     def distribute(self, model: nn.Module) -> nn.Module:
         return DistributedDataParallel(model)
+
+    def compile(self, network: nn.Module) -> nn.Module:
+        """--compile: what the training steps run, compiled by torch.compile."""
+        return torch.compile(network)
 
     # --- a step ---------------------------------------------------------------------------------
     def prepare(self, batch) -> tuple:

@@ -9,13 +9,12 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ...checkpoints.weights import save_pretrained
-from ...models.registry import create_model, model_options
 from .. import reporting
 from ..data import DataBundle, build_data
 from ..evaluation import evaluate
 from ..recipes import ClassifyRecipe
 from ..starting_weights import starting_normalisation
-from .base import Task, TrainingError
+from .base import Task, TrainingError, build_network
 
 
 def mixer(recipe: ClassifyRecipe, num_classes: int):
@@ -40,12 +39,9 @@ class Classification(Task):
         return data
 
     def start_network(self) -> nn.Module:
-        recipe, data = self.recipe, self.data
-        wanted = {"num_classes": len(data.class_names), "in_chans": data.in_chans, "drop_path_rate": recipe.drop_path,
-                  "layer_scale_init_value": recipe.layer_scale, "head_init_scale": recipe.head_init_scale}
-        options = model_options(recipe.model)
         # A new head keeps the model's own init, already scaled by head_init_scale (0.001 to fine-tune).
-        return create_model(recipe.model, **{k: v for k, v in wanted.items() if k in options})
+        return build_network(self.recipe, ("drop_path", "layer_scale", "head_init_scale"),
+                             num_classes=len(self.data.class_names), in_chans=self.data.in_chans)
 
     def build_model(self, network: nn.Module) -> nn.Module:
         data = self.data

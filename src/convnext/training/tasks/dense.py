@@ -8,10 +8,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...checkpoints.dense import save_dense
-from ...models.registry import create_model, get_spec
+from ...models.backbone import ConvNeXtBackbone
+from ...models.registry import get_spec
 from ..dense.drawing import save_grid
 from ..optim import build_optimizer, dense_param_groups
-from .base import Task
+from .base import Task, build_network
 
 PREDICTIONS_FILE = "predictions.png"
 SHOWN = 8  # validation images in the pictures
@@ -26,7 +27,7 @@ class DenseTask(Task):
     decay_mode = "layer_wise"
 
     def start_network(self) -> nn.Module:
-        return create_model(self.recipe.model, drop_path_rate=self.recipe.drop_path)
+        return build_network(self.recipe, ("drop_path",))
 
     def check_input_size(self, model: nn.Module, size: int) -> None:
         if size < 64:
@@ -36,7 +37,7 @@ class DenseTask(Task):
         recipe = self.recipe
         groups = dense_param_groups(model, recipe.weight_decay, recipe.layer_decay, num_layers(recipe.model),
                                     self.decay_mode)
-        return build_optimizer(model, lr, recipe.weight_decay, beta2=recipe.beta2, groups=groups)
+        return build_optimizer(model, lr, recipe.weight_decay, beta2=recipe.beta2, groups=groups, kind=recipe.optimizer)
 
     def distribute(self, model: nn.Module) -> nn.Module:
         # UperNet's BatchNorms share statistics across processes (SyncBatchNorm runs on GPUs only; on
@@ -44,6 +45,15 @@ class DenseTask(Task):
         if self.ctx.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, find_unused_parameters=True)
+
+    def compile(self, network: nn.Module) -> nn.Module:
+        """--compile: the ConvNeXt backbone alone, in place (its keys unchanged). torchvision's detection
+        heads and UperNet's decoder have data-dependent shapes (proposals, RoIs, sizes per image): compiled
+        whole, a Mask R-CNN step on a CPU was still compiling after minutes."""
+        for module in network.modules():
+            if isinstance(module, ConvNeXtBackbone):
+                module.compile()
+        return network
 
     def shown(self) -> list[torch.Tensor]:
         val = self.data.val

@@ -10,12 +10,11 @@ from torch import nn
 
 from ...checkpoints.weights import save_pretrained
 from ...models.fcmae import FCMAE
-from ...models.registry import create_model
 from .. import distributed, reporting
 from ..data import DataBundle, build_data
 from ..recipes import PretrainRecipe
 from ..starting_weights import starting_normalisation
-from .base import Task, TrainingError
+from .base import Task, TrainingError, build_network
 
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 SHOWN = 6  # validation images in the reconstruction figure
@@ -35,7 +34,7 @@ class Pretraining(Task):
 
     def start_network(self) -> nn.Module:
         """The encoder (a starting checkpoint's head and final norm are not used)."""
-        return create_model(self.recipe.model, in_chans=self.data.in_chans)
+        return build_network(self.recipe, ("drop_path",), in_chans=self.data.in_chans)
 
     def build_model(self, encoder: nn.Module) -> FCMAE:
         data = self.data
@@ -48,6 +47,12 @@ class Pretraining(Task):
         if size % model.patch_size:
             raise TrainingError(f"--input-size must be a multiple of {model.patch_size} for FCMAE (its "
                                 f"patch and the encoder's stride), got {size}")
+
+    def optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        if self.recipe.layer_decay is not None:  # its groups are the classifier's names, not the autoencoder's
+            raise TrainingError(f"--layer-decay {self.recipe.layer_decay:g}: layer-wise lr decay is for fine-tuning; "
+                                "FCMAE pre-training trains every layer at one rate (V2 paper, Table 8)")
+        return super().optimizer(model, lr)
 
     def data_note(self) -> str:
         return (f"{len(self.data.train)} train / {len(self.data.val)} val images (labels unused), "
