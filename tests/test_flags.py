@@ -112,7 +112,7 @@ COMPANIONS = {
     ("roadmap", "--train"): lambda place, out: ["--data", "digits", "--seeds", "1", "--subset", "16", "--max-steps",
                                                 "1", "--batch-size", "8", "--epochs", "1", "--output-dir", str(out)],
     ("bench", "--int8"): lambda place, out: ["--backend", "onnxruntime"],
-    **{("export", "--format", fmt): lambda place, out, fmt=fmt: ["--output", str(out / f"model.{suffix}")]
+    **{("export", "--format", fmt): lambda place, out, suffix=suffix: ["--output", str(out / f"model.{suffix}")]
        for fmt, suffix in {"onnx": "onnx", "openvino": "xml", "torchscript": "pt", "exported-program": "pt2"}.items()},
 }
 
