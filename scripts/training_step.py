@@ -20,12 +20,12 @@ import torch
 from convnext.deploy.bench import training_step
 from convnext.deploy.timing import timed
 from convnext.deploy.peers import PEERS
-from convnext.runtime import autotune
+from convnext.accelerate import Autotuner, accelerate
 from convnext.runtime.hardware import describe
 from convnext.models.registry import create_model
 
 
-def contenders(model_name: str, compile: bool, device: torch.device) -> dict:
+def contenders(model_name: str, compile: bool, device: torch.device, tuner: Autotuner) -> dict:
     """name -> (model, the kernel choice forced while it runs). Compiled models get a process of their
     own (with timm eager as the yardstick): on an H100 our eager steps ran 10-15% slower in a process
     that had also compiled models, timm's did not (docs/performance.md)."""
@@ -33,13 +33,14 @@ def contenders(model_name: str, compile: bool, device: torch.device) -> dict:
     timm = PEERS["timm"](ours)
     found = {} if timm is None else {"timm": (timm, None)}
     if compile:
-        found["ours, compiled"] = (torch.compile(ours), None)
+        found["ours, compiled"] = (torch.compile(accelerate(ours, tuner)), None)
         if timm is not None:
             found["timm, compiled"] = (torch.compile(PEERS["timm"](ours)), None)
     else:
-        found.update({"ours, measured kernels": (ours, None),
-                      "ours, pointwise as GEMMs": (create_model(model_name), "linear"),
-                      "ours, pointwise as 1x1 convs": (create_model(model_name), "conv")})
+        found.update({"ours, measured kernels": (accelerate(ours, tuner), None),
+                      "ours, pointwise as GEMMs": (accelerate(create_model(model_name), tuner), "linear"),
+                      "ours, pointwise as 1x1 convs": (accelerate(create_model(model_name), tuner), "conv"),
+                      "ours, reference": (create_model(model_name), None)})
     for name, (model, forced) in found.items():
         found[name] = (model.to(device, memory_format=torch.channels_last).train(), forced)
     return found
@@ -75,14 +76,15 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.amp else None
-    found = contenders(args.model, args.compile, device)
+    tuner = Autotuner()  # our accelerated contenders' kernel choices
+    found = contenders(args.model, args.compile, device, tuner)
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     optimizers = {name: torch.optim.AdamW(model.parameters()) for name, (model, _) in found.items()}
 
     def step(name: str) -> None:
         model, forced = found[name]
-        with autotune.tuner.forced(pointwise=forced) if forced else contextlib.nullcontext():
+        with tuner.forced(pointwise=forced) if forced else contextlib.nullcontext():
             training_step(model, optimizers[name], x, dtype)
 
     seconds = {name: [] for name in found}
@@ -104,8 +106,8 @@ def main(argv=None) -> dict:
         print(f"wrote {args.profile}")
     report = {"model": args.model, "batch": args.batch_size, "input_size": args.input_size,
               "device": describe(device), "amp": args.amp, "torch": torch.__version__, "rounds": args.rounds,
-              "iters": args.iters, "train_img_s": rate, "kernels": autotune.tuner.state_dict(),
-              "kernel_summary": autotune.tuner.summary()}
+              "iters": args.iters, "train_img_s": rate, "kernels": tuner.state_dict(),
+              "kernel_summary": tuner.summary()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from convnext.models import kernels
+from convnext.accelerate import kernels
 from convnext.runtime import hardware
 
 

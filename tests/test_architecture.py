@@ -1,6 +1,6 @@
 """The package layout holds: imports run only downward through the layers, and nothing imports in a circle.
 
-runtime -> models -> checkpoints -> training | deploy -> commands, cli (docs/architecture.md). Read from the `ast`
+runtime -> models -> accelerate | checkpoints -> training | deploy -> commands, cli (docs/architecture.md). Read from the `ast`
 of every module, lazy imports inside functions included, so a new upward import fails here.
 """
 import ast
@@ -11,7 +11,7 @@ import pytest
 import convnext
 
 PACKAGE = Path(convnext.__file__).parent
-RANK = {"runtime": 0, "models": 1, "checkpoints": 2, "training": 3, "deploy": 3, "commands": 4, "cli": 4}
+RANK = {"runtime": 0, "models": 1, "accelerate": 2, "checkpoints": 2, "training": 3, "deploy": 3, "commands": 4, "cli": 4}
 API = 5  # the top-level __init__ may import from any layer
 
 
@@ -94,10 +94,10 @@ def test_the_checker_sees_an_upward_import():
 
 
 def test_public_api_is_unchanged_by_the_move():
-    """The API of release 0.1 is all still there (FCMAE and the dense-prediction models have joined it since)."""
+    """The API of release 0.1 is all still there (FCMAE, the dense-prediction models and the accelerate transform have joined it since)."""
     assert set(convnext.__all__) == {
         "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone", "create_model", "list_models",
         "count_params", "count_macs", "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint",
         "write_checkpoint", "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE",
         "ConvNeXtFPN", "maskrcnn_convnext", "fasterrcnn_convnext", "UperNet", "upernet_convnext", "load_dense",
-        "save_dense"}
+        "save_dense", "accelerate", "unaccelerate"}

@@ -114,7 +114,7 @@ def test_bench_takes_the_backends_to_time(tmp_path, capsys):
                                (["--no-onnx"], set())):
         assert main(common + backends + ["--json", str(tmp_path / "b.json")]) == 0
         names = {r["name"] for r in json.loads((tmp_path / "b.json").read_text())["results"]}
-        assert {"convnext eager", "convnext optimized"} <= names
+        assert {"convnext reference", "convnext accelerated", "convnext optimized"} <= names
         assert {n for n in names if "onnxruntime" in n or "openvino" in n} == expected
     capsys.readouterr()
 

@@ -113,17 +113,18 @@ def test_bench_runs_in_seconds_and_writes_json(tmp_path, capsys):
                  "--plot", str(tmp_path / "b.png")]) == 0
     report = json.loads((tmp_path / "b.json").read_text())
     names = [r["name"] for r in report["results"]]
-    assert names[:3] == ["convnext eager", "convnext eager +grad-ckpt", "convnext optimized"] and "transformers" in names
+    assert names[:4] == ["convnext reference", "convnext accelerated", "convnext accelerated +grad-ckpt",
+                         "convnext optimized"] and "transformers" in names
     for row in report["results"]:
         assert row["infer_img_s"] > 0 and row["latency_ms"] > 0 and "infer_vs_best_peer" in row
     assert report["matmul_peak_gflops"] > 0 and report["macs"] == convnext.count_macs(convnext.create_model("convnext_test"), 64)
     assert (tmp_path / "b.png").stat().st_size > 0
-    assert "convnext eager" in capsys.readouterr().out
+    assert "convnext accelerated" in capsys.readouterr().out
 
 
 def test_bench_measures_training_memory_in_a_fresh_process():
     from convnext.deploy.bench import BenchConfig, cpu_training_memory
 
-    small = cpu_training_memory(BenchConfig(model="convnext_test", batch=2, size=64), "convnext eager")
-    large = cpu_training_memory(BenchConfig(model="convnext_test", batch=32, size=128), "convnext eager")
+    small = cpu_training_memory(BenchConfig(model="convnext_test", batch=2, size=64), "convnext accelerated")
+    large = cpu_training_memory(BenchConfig(model="convnext_test", batch=32, size=128), "convnext accelerated")
     assert 0 < small < large

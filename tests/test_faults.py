@@ -205,7 +205,8 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(trained, tmp_
     assert main([*TRAIN, "--save-every", "1", "--output-dir", str(run_dir), "--max-steps", "3"]) == 0
     newest, previous = run_state.checkpoint_files(run_dir)[:2]
     data = bytearray(newest.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    for at in range(len(data) // 3, len(data), 512):  # one flipped byte may fall in the zip's alignment padding
+        data[at] ^= 0xFF
     newest.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(["train", "--resume", str(run_dir)]) == 0

@@ -1,6 +1,6 @@
 """Every tool that takes a PyTorch model takes ours: tracing (with and without gradients, with its default
 sanity checks), torch.export, torch.compile(fullgraph=True) and OpenVINO's conversion, on V1, V2 and
-isotropic models, as trained and folded, with the eager model's outputs."""
+isotropic models, as trained (the reference and accelerated) and folded, with the reference's outputs."""
 import warnings
 
 import numpy as np
@@ -8,6 +8,7 @@ import openvino as ov
 import pytest
 import torch
 
+from convnext.accelerate import accelerate
 from convnext.deploy.inference import optimize_for_inference
 from helpers import max_abs_diff, randomised
 
@@ -15,15 +16,16 @@ NAMES = ["convnext_test", "convnextv2_test", "convnext_isotropic_test"]
 TOLERANCE = 1e-5  # float32, other summation orders; the logits are O(1)
 
 
-@pytest.fixture(params=[(name, folded) for name in NAMES for folded in (False, True)],
-                ids=lambda p: f"{p[0]}-{'folded' if p[1] else 'eval'}")
+@pytest.fixture(params=[(name, form) for name in NAMES for form in ("eval", "accelerated", "folded")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def case(request):
-    name, folded = request.param
+    name, form = request.param
     model = randomised(name)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         reference = model(x)
-    return (optimize_for_inference(model) if folded else model), x, reference
+    made = {"eval": lambda: model, "accelerated": lambda: accelerate(model), "folded": lambda: optimize_for_inference(model)}
+    return made[form](), x, reference
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])

@@ -6,7 +6,6 @@ import torch
 
 import convnext
 from convnext.checkpoints.convert import from_format, to_format
-from convnext.runtime import autotune
 from convnext.runtime.precision import tf32
 from helpers import hf_model, logits, max_abs_diff, timm_model, torchvision_model
 
@@ -55,10 +54,10 @@ def test_gradients_match_timm(name, amp, device, pointwise):
     with torch.no_grad():
         for p in peer.parameters():  # non-zero GRN and layer scale, so their gradients are compared too
             p.add_(0.01 * torch.randn_like(p))
-    ours = load_from_peer(name, peer, "timm").train()
+    ours = convnext.accelerate(load_from_peer(name, peer, "timm").train())
     ours, peer = ours.to(device), peer.to(device)
     x, target = torch.randn(3, 3, 64, 64, device=device), torch.randint(0, 1000, (3,), device=device)
-    forced = autotune.tuner.forced(pointwise=pointwise) if pointwise else contextlib.nullcontext()
+    forced = ours.autotuner.forced(pointwise=pointwise) if pointwise else contextlib.nullcontext()
     with forced, tf32(convolutions=False, matmuls=False):  # fp32 means fp32 in both implementations
         for model in (ours, peer):
             with torch.autocast(device, dtype=amp or torch.bfloat16, enabled=amp is not None):

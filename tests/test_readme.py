@@ -37,6 +37,9 @@ def test_use_block_runs_line_for_line(tmp_path, monkeypatch):
     assert names["detector"].roi_heads.box_predictor.cls_score.out_features == 81
     assert names["segmenter"].decode_head.classifier.out_channels == 150
     assert (tmp_path / "out" / "model.safetensors").is_file()
+    from convnext.accelerate import describe
+
+    assert describe(names["accelerated"]) == "accelerated (18 of 18 blocks)" and describe(names["model"]) == "reference"
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         reference = names["model"](x)

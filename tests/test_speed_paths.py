@@ -13,8 +13,8 @@ from torch import nn
 
 import convnext
 from convnext.cli import main
-from convnext.models import kernels
-from convnext.runtime import autotune, hardware, precision
+from convnext.accelerate import autotune, kernels
+from convnext.runtime import hardware, precision
 from convnext.runtime.precision import tf32
 from convnext.training.augmentation import BatchedCropFlip, SeededAugmentation, train_transform
 from convnext.training.data import build_data
@@ -23,21 +23,17 @@ from convnext.deploy.peers import PEERS
 from helpers import max_abs_diff
 
 
-tuner = autotune.tuner
-
-
-@pytest.fixture(autouse=True)
-def fresh_choices():
-    tuner.reset()
-    yield
-    tuner.reset()
+@pytest.fixture
+def tuner():
+    """Kernel choices of the test's own, as each accelerated model has."""
+    return autotune.Autotuner()
 
 
 def key(n: int) -> autotune.Key:
     return autotune.Key("op", "cpu", "float32", None, (n,))
 
 
-def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
+def test_choices_are_measured_once_cached_and_pinned(monkeypatch, tuner):
     calls = []
     candidates = lambda: {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}  # noqa: E731
     x = torch.zeros(1)
@@ -62,7 +58,7 @@ def test_choices_are_measured_once_cached_and_pinned(monkeypatch):
     assert tuner.choose(key(1), x, candidates, ("a", "b")) == "a" and len(calls) == 8  # c is not offered here
 
 
-def test_the_saved_choices_are_documented_json_and_old_checkpoints_still_load():
+def test_the_saved_choices_are_documented_json_and_old_checkpoints_still_load(tuner):
     tuner.load_state_dict({"pointwise ('cpu', 'torch.float32', 'None', 1024, 40, 160, False, True)": "linear",
                            "pointwise_gelu ('cpu', 'torch.float32', 'None', 64, 40, 160, True, False)": "packed",
                            "depthwise_weight_grad ('torch.float32', (16, 40, 8, 8), 7)": "planes",
@@ -82,9 +78,9 @@ def broken(*args):
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["float32", "bf16_autocast"])
 @pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
-def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, caplog, amp, grad):
+def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, caplog, amp, grad, tuner):
     """As oneDNN's fused bf16 conv does on an AVX2-only CPU: the model runs and computes the default's result."""
-    model = convnext.create_model("convnextv2_test").train(grad)
+    model = convnext.accelerate(convnext.create_model("convnextv2_test").train(grad), tuner)
     x = torch.randn(4, 3, 64, 64)
 
     def run():
@@ -96,7 +92,7 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
     monkeypatch.setattr(tuner, "enabled", True)
     monkeypatch.setattr(kernels, "POINTWISE", {"conv": kernels.POINTWISE["conv"], "broken": broken})
     monkeypatch.setattr(kernels, "POINTWISE_GELU", {"conv": kernels.POINTWISE_GELU["conv"], "broken": broken})
-    with caplog.at_level("DEBUG", logger="convnext.runtime.autotune"):
+    with caplog.at_level("DEBUG", logger="convnext.accelerate.autotune"):
         out = run()
     assert torch.equal(out, reference)
     said = [r.getMessage() for r in caplog.records if "'broken' left out" in r.getMessage()]
@@ -107,10 +103,10 @@ def test_a_candidate_that_raises_is_left_out_and_the_default_runs(monkeypatch, c
     assert "broken" not in tuner.choices().values()
 
 
-def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch):
+def test_the_fused_bf16_kernel_is_no_candidate_where_onednn_lacks_bf16(monkeypatch, tuner):
     monkeypatch.setattr(kernels, "onednn_bf16", lambda: False)
     assert kernels.onednn_runs(torch.float32) and not kernels.onednn_runs(torch.bfloat16)
-    model = convnext.create_model("convnext_test").eval()
+    model = convnext.accelerate(convnext.create_model("convnext_test").eval(), tuner)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.randn(2, 3, 64, 64))
     assert not any(key.op == "pointwise_gelu" and key.autocast == "bfloat16" and choice == "fused"
@@ -148,17 +144,17 @@ def test_under_ddp_every_rank_takes_rank_0s_choices(tmp_path):
     assert chosen[1] == {key(1): "k0", key(2): "own"}  # rank 0's where it chose; its own elsewhere
 
 
-def test_a_clearly_faster_candidate_replaces_the_default():
+def test_a_clearly_faster_candidate_replaces_the_default(tuner):
     x = torch.zeros(1)
     slow_default = {"a": lambda: time.sleep(0.005), "b": lambda: None}
     assert tuner.choose(key(4), x, lambda: slow_default, ("a", "b")) == "b"
 
 
-def test_off_cpus_the_gemm_is_the_default_and_cudnn_competes_only_in_the_same_precision():
+def test_off_cpus_the_gemm_is_the_default_and_cudnn_competes_only_in_the_same_precision(tuner):
     weight = torch.zeros(16, 8)
     on_cpu, elsewhere = torch.zeros(2, 8, 4, 4), torch.zeros(2, 8, 4, 4, device="meta")
     assert list(kernels._default_first(kernels.POINTWISE, on_cpu))[0] == "conv"
-    assert kernels.pointwise_backend(elsewhere, weight, None, True) == "linear"  # nothing measured: the default
+    assert kernels.pointwise_backend(elsewhere, weight, None, True, tuner) == "linear"  # nothing measured: the default
     with tf32(convolutions=True, matmuls=False):  # PyTorch's defaults
         assert list(kernels._default_first(kernels.POINTWISE, elsewhere)) == ["linear"]
         assert list(kernels._default_first(kernels.POINTWISE, elsewhere.bfloat16())) == ["linear", "conv"]
@@ -168,8 +164,8 @@ def test_off_cpus_the_gemm_is_the_default_and_cudnn_competes_only_in_the_same_pr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh runs it)")
-def test_a_gpu_measures_its_pointwise_kernels():
-    model = convnext.create_model("convnext_test").cuda().train()
+def test_a_gpu_measures_its_pointwise_kernels(tuner):
+    model = convnext.accelerate(convnext.create_model("convnext_test").cuda().train(), tuner)
     x = torch.randn(4, 3, 64, 64, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         model(x).float().sum().backward()
@@ -187,15 +183,15 @@ def test_a_training_checkpoint_carries_the_kernel_choices(tmp_path):
     run_dir = tmp_path / "run"
     assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "2", "--subset", "200",
                  "--output-dir", str(run_dir)]) == 0
-    state = run_state.load_latest(run_dir)["kernels"]
-    saved = autotune.Autotuner()
-    saved.load_state_dict(state)
-    saved = saved.choices()
-    assert saved and saved.items() <= tuner.choices().items()  # the final evaluation adds inference shapes
+    def choices() -> dict:
+        saved = autotune.Autotuner()
+        saved.load_state_dict(run_state.load_latest(run_dir)["kernels"])
+        return saved.choices()
+
+    saved = choices()
     assert any(key.op == "pointwise" and key.mode == "training" for key in saved)  # training shapes
-    tuner.reset()
     assert main(["train", "--resume", str(run_dir), "--max-steps", "3"]) == 0
-    assert all(tuner.choices()[key] == choice for key, choice in saved.items())
+    assert choices() == saved  # the resumed run computed with them, and measured nothing more
 
 
 def no_bf16_hardware(monkeypatch):

@@ -4,8 +4,9 @@
     >>> model = convnext.create_model("convnext_tiny", num_classes=10)
 
 The package is layered, each layer importing only those below it (docs/architecture.md):
-`models` -> `checkpoints` -> `training` and `deploy` -> `commands` and `cli`.
+`models` -> `accelerate` and `checkpoints` -> `training` and `deploy` -> `commands` and `cli`.
 """
+from .accelerate import accelerate, unaccelerate
 from .checkpoints.convert import CheckpointError, detect_format
 from .checkpoints.dense import load_dense, save_dense
 from .checkpoints.files import read_checkpoint, write_checkpoint
@@ -23,7 +24,7 @@ from .models.upernet import UperNet, upernet_convnext
 
 __all__ = [
     "ConvNeXt", "ConvNeXtV2", "ConvNeXtIsotropic", "ConvNeXtBackbone",
-    "create_model", "list_models", "count_params", "count_macs",
+    "create_model", "list_models", "accelerate", "unaccelerate", "count_params", "count_macs",
     "load_weights", "load_pretrained", "save_pretrained", "read_checkpoint", "write_checkpoint",
     "detect_format", "CheckpointError", "optimize_for_inference", "FCMAE",
     "ConvNeXtFPN", "maskrcnn_convnext", "fasterrcnn_convnext", "UperNet", "upernet_convnext", "load_dense", "save_dense",

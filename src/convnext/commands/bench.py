@@ -1,4 +1,4 @@
-"""Benchmark our model (eager, optimized) against timm, torchvision and transformers on the same weights.
+"""Benchmark our model (the reference, accelerated, optimized) against timm, torchvision and transformers on the same weights.
 
     convnext bench                                   # ConvNeXt-T, batch 16, 224², CPU
     convnext bench --compile --json bench.json --plot bench.png
@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
                         help="also time our model quantized to INT8 on ONNX Runtime and OpenVINO (CPU)")
+    parser.add_argument("--accelerate", action=argparse.BooleanOptionalAction, default=True,
+                        help="time our model accelerated (convnext.accelerate) and optimized too, not only the reference")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--plot", metavar="FILE", help="write a bar chart PNG")
 
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     config = bench.BenchConfig(model=args.model, batch=args.batch_size, size=args.input_size, device=args.device,
                                peers=tuple(peers), rounds=args.rounds, iters=args.iters, train=args.train,
                                memory=args.memory, compile=args.compile, engines=engines(args),
-                               grad_checkpointing=args.grad_checkpointing, amp=args.amp, int8=args.int8)
+                               grad_checkpointing=args.grad_checkpointing, amp=args.amp, int8=args.int8,
+                               accelerate=args.accelerate)
     report = bench.run(config)
     print(bench.table(report))
     if args.json:

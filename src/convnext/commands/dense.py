@@ -17,6 +17,7 @@ from ..training.dense.shapes import BUILT_IN, data_root
 from ..training.recipes import Recipe, with_official_drop_path
 from ..training.tasks import Task
 from . import train as train_command
+from .common import accelerated, add_accelerate_argument, announce
 from .predict import expand
 
 
@@ -45,12 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: DenseCommand) -> Non
     evaluate.add_argument("--batch-size", type=COUNT.parse, default=4)
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", action="store_true")
+    add_accelerate_argument(evaluate)
     predict = steps.add_parser("predict", help="draw predictions over images, and print them")
     predict.add_argument("--weights", required=True, help="a run directory or a weights file")
     predict.add_argument("inputs", nargs="+", help="image files, folders or globs")
     predict.add_argument("--output", required=True, help="folder for the drawn images")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--json", action="store_true", help="print a JSON list")
+    add_accelerate_argument(predict)
     command.add_predict_arguments(predict)
 
 
@@ -74,14 +77,15 @@ def run_train(args, command: DenseCommand) -> int:
 
 
 def run_eval(args, command: DenseCommand) -> int:
-    model = load_dense(args.weights).to(args.device)
+    model = accelerated(load_dense(args.weights).to(args.device), args)
     result, lines = command.evaluate(model, data_root(args.data) / "val", args.batch_size, args.device)
+    announce(args)
     print(json.dumps(result) if args.json else "\n".join(lines))
     return 0
 
 
 def run_predict(args, command: DenseCommand) -> int:
-    predictor = command.predictor(load_dense(args.weights), args)
+    predictor = command.predictor(accelerated(load_dense(args.weights), args), args)
     results, output, kind = [], Path(args.output), command.task.name
     for path in expand(args.inputs):
         try:
@@ -97,6 +101,7 @@ def run_predict(args, command: DenseCommand) -> int:
         results.append({"path": str(path), **row, "drawn": str(destination)})
     if not results:
         raise ValueError("no readable images among the inputs")
+    announce(args)
     if args.json:
         print(json.dumps(results))
     else:

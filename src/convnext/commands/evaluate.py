@@ -21,7 +21,7 @@ from ..training.data import build_eval_data
 from ..training.evaluation import evaluate
 from ..runtime.ranges import COUNT, INPUT_SIZE, NON_NEGATIVE_INT, SHARE
 from ..training.reporting import plot_confusion
-from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_runnable
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, announce, load_runnable
 from .train import add_source_arguments
 
 
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                "images": metrics["count"], "epochs": _trained_epochs(args.weights), "wall_s": time.time() - start,
                "run_dir": str(out), "per_class": dict(zip(names, metrics["per_class"]))}
     write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    announce(args)  # once the results are in and written: a failure before stays one line
     say = (lambda text: print(text, file=sys.stderr)) if args.json else print
     for name, accuracy in summary["per_class"].items():
         say(f"  {name:<20} {100 * accuracy:6.2f}%")

@@ -18,7 +18,7 @@ from .common import add_model_arguments, load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, accelerated=False)  # exporters record the reference graph
     parser.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     parser.add_argument("--output", required=True, help="file to write")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size (checked at 1 and 3)")

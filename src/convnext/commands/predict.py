@@ -23,7 +23,7 @@ from ..deploy.gradcam import overlay
 from ..deploy.predictor import Predictor, rank
 from ..training.data import IMAGE_EXTENSIONS
 from ..runtime.ranges import COUNT
-from .common import add_amp_argument, add_backend_argument, add_model_arguments, load_runnable
+from .common import add_amp_argument, add_backend_argument, add_model_arguments, announce, load_runnable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                     overlay(crop, cam).save(tmp, format="PNG")
                 result["cam"] = {"class_index": cams.classes[offset], "empty": cams.empty[offset],
                                  "grid": cam.tolist(), "file": str(destination)}
+    announce(args)  # once the results are in (heat maps written): a failure before stays one line
     if args.json:
         print(json.dumps(results))
         return 0

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..runtime.ranges import COUNT, NON_NEGATIVE_INT
+from .common import add_accelerate_argument
 from ..training.loop import RunConfig
 from ..training.recipes import RECIPES
 from ..training.roadmap_runs import REGIMES, select, step_row
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=NON_NEGATIVE_INT.parse, default=0, help="the first seed")
     parser.add_argument("--workers", type=NON_NEGATIVE_INT.parse, default=0)
     parser.add_argument("--device")
+    add_accelerate_argument(parser)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="channels-last tensors (default: on, as the steps before LayerNorm train 1.3-2x "
                              "faster so on CPUs)")
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                                 if v is not None})
     data = f"scenes:{preset.train_images}" if args.data == "scenes" else args.data
     run_config = RunConfig(data=data, seed=args.seed, workers=args.workers, device=args.device,
-                           channels_last=args.channels_last, subset=args.subset, max_steps=args.max_steps)
+                           channels_last=args.channels_last, subset=args.subset, max_steps=args.max_steps,
+                           accelerate=args.accelerate)
     if args.recipe and args.epochs is None:
         preset = replace(preset, epochs=RECIPES[args.recipe].epochs)
     output_dir = Path(args.output_dir)

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=int(args.request_timeout_s) + 5)
     server = uvicorn.Server(config)
     access = "clients send 'Authorization: Bearer <key>'" if key else "no API key"
-    print(f"serving {app.state.service.model_name} on http://{host}:{port}/ ({access}; Ctrl+C to stop)", flush=True)
+    print(f"serving {app.state.service.model_name} on http://{host}:{port}/ ({access}; {getattr(args, 'header', '')}; "
+          "Ctrl+C to stop)", flush=True)
     for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn re-raises the signal after its graceful exit:
         signal.signal(signum, lambda *_: None)       # that one has been handled, exit 0
     server.run(sockets=[listener])

@@ -25,7 +25,7 @@ from ..runtime.ranges import COUNT, NON_NEGATIVE_INT, Range
 from ..training.loop import RunConfig, resume, train
 from ..training.recipes import RECIPES, Recipe
 from ..training.tasks import Classification, Task
-from .common import add_amp_argument
+from .common import add_accelerate_argument, add_amp_argument
 
 
 HELD_OUT = Range(float, low=0, high=1, low_open=True, high_open=True)
@@ -66,6 +66,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, R
     add_amp_argument(parser)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
+    add_accelerate_argument(parser)
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--save-every", type=COUNT.parse, help="also checkpoint every N optimizer steps")
@@ -110,6 +111,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig(data=args.data, output_dir=args.output_dir, seed=args.seed, workers=args.workers,
                      device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                     accelerate=args.accelerate,
                      grad_checkpointing=args.grad_checkpointing, deterministic=args.deterministic,
                      save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, val_every=args.val_every,
                      val_split=args.val_split, on_bad_image=args.on_bad_image, weights=args.weights,

@@ -1,10 +1,12 @@
-"""Benchmarks: our model eager and optimized against timm, torchvision and transformers on the same weights.
+"""Benchmarks: our model (the reference, accelerated, optimized) against timm, torchvision and transformers
+on the same weights.
 
 Run by run interleaving (the order rotates every round) in one process, so machine noise hits every
 contender alike; medians over rounds are reported. All inference rounds run before any training step. Peak training memory on CPU is the growth of a
 fresh process's resident set over one training step sequence (spawned per contender); on CUDA it is
 `torch.cuda.max_memory_allocated`.
 """
+import copy
 import json
 import multiprocessing
 import os
@@ -15,9 +17,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..accelerate import Autotuner, accelerate
 from ..models.counting import count_macs
 from ..models.registry import create_model
-from ..runtime import autotune
 from ..runtime.atomic import atomic_file, write_text
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
@@ -45,6 +47,7 @@ class BenchConfig:
     grad_checkpointing: bool = True
     amp: str | None = None
     int8: bool = False  # also our model quantized to INT8 (`quantize.py`) on ONNX Runtime and OpenVINO
+    accelerate: bool = True  # our accelerated model too, not only the reference
 
 
 @dataclass(frozen=True)
@@ -53,54 +56,71 @@ class Contender:
     name: str
     ours: bool
     trainable: bool
-    build: Callable[[nn.Module, BenchConfig, torch.dtype | None], object]  # -> a module or images -> logits
+    # (our reference model, the config, autocast's dtype, the kernel choices our accelerated ones share)
+    # -> a module or images -> logits
+    build: Callable[[nn.Module, BenchConfig, torch.dtype | None, Autotuner], object]
     wanted: Callable[[BenchConfig, torch.dtype | None], bool] = lambda config, dtype: True
 
 
-def _checkpointed(ours: nn.Module, config: BenchConfig, dtype) -> nn.Module:
-    copy = create_model(config.model)
-    copy.load_state_dict(ours.state_dict())
-    copy.set_grad_checkpointing(True)
-    return copy
+def _accelerated(ours: nn.Module, tuner: Autotuner) -> nn.Module:
+    return accelerate(copy.deepcopy(ours), tuner)
+
+
+def _checkpointed(ours: nn.Module, config: BenchConfig, dtype, tuner: Autotuner) -> nn.Module:
+    checkpointed = _accelerated(ours, tuner)
+    checkpointed.set_grad_checkpointing(True)
+    return checkpointed
+
+
+def _accelerating(config: BenchConfig, dtype) -> bool:
+    return config.accelerate
 
 
 # Every contender, described once: the main process builds them all from one model of ours, and the
 # fresh process that measures a contender's training memory builds the same one by its name.
 CONTENDERS = (
-    Contender("convnext eager", True, True, lambda ours, config, dtype: ours),
-    Contender("convnext eager +grad-ckpt", True, True, _checkpointed, lambda config, dtype: config.grad_checkpointing),
-    Contender("convnext optimized", True, False, lambda ours, config, dtype: optimize_for_inference(ours)),
+    Contender("convnext reference", True, True, lambda ours, config, dtype, tuner: ours),
+    Contender("convnext accelerated", True, True, lambda ours, config, dtype, tuner: _accelerated(ours, tuner),
+              _accelerating),
+    Contender("convnext accelerated +grad-ckpt", True, True, _checkpointed,
+              lambda config, dtype: config.accelerate and config.grad_checkpointing),
+    Contender("convnext optimized", True, False,
+              lambda ours, config, dtype, tuner: optimize_for_inference(_accelerated(ours, tuner)), _accelerating),
     # weights and activations in bf16, not only autocast's matmuls
     Contender("convnext optimized bf16", True, False,
-              lambda ours, config, dtype: optimize_for_inference(ours, dtype=dtype),
-              lambda config, dtype: dtype == torch.bfloat16),
+              lambda ours, config, dtype, tuner: optimize_for_inference(_accelerated(ours, tuner), dtype=dtype),
+              lambda config, dtype: config.accelerate and dtype == torch.bfloat16),
     Contender("convnext optimized+compile", True, False,
-              lambda ours, config, dtype: optimize_for_inference(ours, compile=True),
-              lambda config, dtype: config.compile),
-    *(Contender(f"convnext {engine}", True, False, lambda ours, config, dtype, engine=engine: _engine(ours, engine, config),
+              lambda ours, config, dtype, tuner: optimize_for_inference(_accelerated(ours, tuner), compile=True),
+              lambda config, dtype: config.accelerate and config.compile),
+    *(Contender(f"convnext {engine}", True, False,
+                lambda ours, config, dtype, tuner, engine=engine: _engine(ours, engine, config),
                 lambda config, dtype, engine=engine: engine in config.engines and torch.device(config.device).type == "cpu")
       for engine in ("onnxruntime", "openvino")),
     # INT8: NNCF's IR on OpenVINO (the path `convnext export --format openvino --int8` takes), and ONNX
     # Runtime's QDQ file (`--format onnx --int8`) on both engines
-    *(Contender(name, True, False, lambda ours, config, dtype, engine=engine, by=by: _int8(ours, engine, by, config),
+    *(Contender(name, True, False,
+                lambda ours, config, dtype, tuner, engine=engine, by=by: _int8(ours, engine, by, config),
                 lambda config, dtype, engine=engine: config.int8 and engine in config.engines
                 and torch.device(config.device).type == "cpu")
       for name, engine, by in (("convnext openvino int8", "openvino", "openvino"),
                                ("convnext onnxruntime int8", "onnxruntime", "onnxruntime"),
                                ("convnext openvino int8 qdq", "openvino", "onnxruntime"))),
-    *(Contender(name, False, True, lambda ours, config, dtype, name=name: PEERS[name](ours),
+    *(Contender(name, False, True, lambda ours, config, dtype, tuner, name=name: PEERS[name](ours),
                 lambda config, dtype, name=name: name in config.peers) for name in PEERS),
 )
 BY_NAME = {contender.name: contender for contender in CONTENDERS}
 
 
-def contenders(config: BenchConfig, dtype: torch.dtype | None) -> list[tuple[Contender, object]]:
-    """(contender, its model) for every contender the config asks for that this machine has."""
+def contenders(config: BenchConfig, dtype: torch.dtype | None,
+               tuner: Autotuner) -> list[tuple[Contender, object]]:
+    """(contender, its model) for every contender the config asks for that this machine has; our
+    accelerated ones share `tuner`'s kernel choices."""
     ours = create_model(config.model).eval()
     found = []
     for contender in CONTENDERS:
         if contender.wanted(config, dtype):
-            model = contender.build(ours, config, dtype)
+            model = contender.build(ours, config, dtype, tuner)
             if model is not None:  # a peer or runtime that is not installed
                 found.append((contender, model.eval() if isinstance(model, nn.Module) else model))
     return found
@@ -169,7 +189,7 @@ def _peak_rss_bytes() -> int:
 def _memory_child(config: BenchConfig, name: str, threads: int, queue) -> None:
     torch.set_num_threads(threads)
     dtype = amp_dtype(config.amp, config.device, say=lambda text: None)
-    model = BY_NAME[name].build(create_model(config.model), config, dtype).train()
+    model = BY_NAME[name].build(create_model(config.model), config, dtype, Autotuner()).train()
     optimizer = torch.optim.AdamW(model.parameters())
     x = torch.randn(config.batch, 3, config.size, config.size)
     baseline = _rss_bytes()
@@ -205,7 +225,8 @@ def run(config: BenchConfig, say=print) -> dict:
     dtype = amp_dtype(config.amp, device, say)  # None (float32) where the device has no hardware for it
     if dtype is None:
         config = replace(config, amp=None)
-    found = contenders(config, dtype)
+    tuner = Autotuner()
+    found = contenders(config, dtype, tuner)
     channels_last = device.type == "cuda"
     models = {}
     for contender, model in found:
@@ -268,8 +289,8 @@ def run(config: BenchConfig, say=print) -> dict:
     return {"model": config.model, "batch": config.batch, "input_size": config.size, "device": describe(device),
             "amp": config.amp, "threads": torch.get_num_threads(), "rounds": config.rounds, "iters": config.iters,
             "macs": macs, "matmul_peak_gflops": peak, "low_precision_peak_gflops": low_peak,
-            "torch": torch.__version__, "kernels": autotune.tuner.state_dict(),
-            "kernel_summary": autotune.tuner.summary(), "kernel_seconds": kernel_seconds(), "results": rows}
+            "torch": torch.__version__, "kernels": tuner.state_dict(),
+            "kernel_summary": tuner.summary(), "kernel_seconds": kernel_seconds(tuner), "results": rows}
 
 
 def _peak_memory(config: BenchConfig, name: str, train_step, device: torch.device) -> float:
@@ -319,9 +340,9 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def kernel_seconds() -> list[dict]:
+def kernel_seconds(tuner: Autotuner) -> list[dict]:
     """Each measured key with every candidate's best time, for the JSON report."""
-    return [{**key.as_dict(), "seconds": times} for key, times in autotune.tuner.measured().items()]
+    return [{**key.as_dict(), "seconds": times} for key, times in tuner.measured().items()]
 
 
 def plot(report: dict, path) -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..accelerate import accelerate, autotuner_of, unaccelerate
 from ..models.convnext import Block
 from ..runtime.hardware import has_hardware
 from ..models.layers import GRN, LayerNorm2d
@@ -116,7 +117,8 @@ def _to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, compile: bool = False, channels_last: bool = True,
                            dtype: torch.dtype = torch.float32) -> nn.Module:
-    """An eval-only copy with exact folds and channels-last weights; optionally in bfloat16, compiled.
+    """An eval-only copy with exact folds and channels-last weights, accelerated (`convnext.accelerate`,
+    with the model's own kernel choices if it has them); optionally in bfloat16, compiled.
 
     `dtype=torch.bfloat16` runs weights and activations in bfloat16 where the device has the hardware
     (CUDA, CPUs with AVX512-BF16 or AMX; elsewhere a one-line warning and float32): on such CPUs about
@@ -124,7 +126,8 @@ def optimize_for_inference(model: nn.Module, compile: bool = False, channels_las
     with weight freezing (constants folded into the graph) and `fullgraph=True`, so a graph break is an
     error rather than a silent slowdown.
     """
-    model = copy.deepcopy(model).eval()
+    tuner = autotuner_of(model)
+    model = unaccelerate(copy.deepcopy(model).eval())  # the folds replace submodules: accelerated after them
     for module in list(model.modules()):
         if isinstance(module, Block):
             _fold_block(module)
@@ -143,6 +146,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False, channels_las
         model.norm = _plain_norm(model.norm)
     for p in model.parameters():
         p.requires_grad_(False)
+    accelerate(model, tuner)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:

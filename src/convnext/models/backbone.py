@@ -12,6 +12,8 @@ from torch import nn
 from .convnext import ConvNeXt, run_stages
 from .layers import LayerNorm2d, check_input
 
+torch.fx.wrap("check_input")  # one call in a symbolic trace (torchvision's feature extractor), not its branches
+
 
 class ConvNeXtBackbone(nn.Module):
     """`ConvNeXtBackbone(create_model("convnext_tiny"))(x)` -> maps at strides 4, 8, 16, 32."""

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .fast_block import covers, fast_block
 from .layers import GRN, Classifier, LayerNorm2d, check_input, checkpointed_blocks
+
+torch.fx.wrap("check_input")  # one call in a symbolic trace (torchvision's feature extractor), not its branches
 
 
 class Block(nn.Module):
@@ -18,8 +19,8 @@ class Block(nn.Module):
     inverted bottleneck of two pointwise layers with GELU between them, layer scale, stochastic depth,
     and the residual sum. The pointwise layers hold Linear weights, as in the official code.
 
-    On CPUs and CUDA GPUs `fast_block` computes exactly this with faster kernels (measured on the
-    machine; docs/performance.md); tracers and exporters record it as plain operators.
+    This is the reference, and only that: `convnext.accelerate(model)` turns blocks into ones that
+    compute exactly this by kernels measured on the machine (docs/performance.md).
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
@@ -37,8 +38,6 @@ class Block(nn.Module):
         self.drop_path = StochasticDepth(drop_path, mode="row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if covers(x):
-            return fast_block(self, x)
         shortcut = x
         x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
         x = self.act(self.pwconv1(self.norm(x)))
@@ -135,9 +134,6 @@ class ConvNeXt(Classifier):
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] = (0, 1, 2, 3)) -> list[torch.Tensor]:
         """The stage outputs at strides 4, 8, 16, 32 (for detection and segmentation heads)."""
         check_input(x, self.in_chans, self.min_input_size)
-        # Channels-last memory all the way: every permute to (N, H, W, C) is then free, and the
-        # depthwise conv runs its faster NHWC kernel (about 2x in training on CPUs).
-        x = x.contiguous(memory_format=torch.channels_last)
         checkpointed = self.grad_checkpointing and self.training
         return run_stages(self.downsample_layers, self.stages, x, indices, checkpointed)
 

@@ -3,8 +3,6 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .fast_block import papers_lines
-
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters: `count_params(create_model("convnext_tiny"))` -> 28_589_128."""
@@ -15,9 +13,9 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | int = 224) -
     """Multiply-accumulates of one forward pass on one image (convolutions and matmuls).
 
     The paper's "FLOPs" are MACs; PyTorch's flop counter counts 2 per multiply-add, so halve it.
-    Counted on the paper's lines, whatever the device (a kernel's taps over padding included, as the
-    paper's count has them). Works on a model built on the `meta` device, so the largest variants cost
-    no memory.
+    Counted on what the model runs: on the reference model, the paper's lines (a kernel's taps over
+    padding included, as the paper's count has them). Works on a model built on the `meta` device, so
+    the largest variants cost no memory.
     """
     if isinstance(input_size, int):
         input_size = (getattr(model, "in_chans", 3), input_size, input_size)
@@ -27,7 +25,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int] | int = 224) -
     was_training = model.training
     model.eval()
     try:
-        with counter, torch.no_grad(), papers_lines():
+        with counter, torch.no_grad():
             model(x)
     finally:
         model.train(was_training)

@@ -5,6 +5,8 @@ from torch import nn
 from .convnext import Block, check_hyperparameters
 from .layers import Classifier, check_input, checkpointed_blocks
 
+torch.fx.wrap("check_input")  # one call in a symbolic trace (torchvision's feature extractor), not its branches
+
 
 class ConvNeXtIsotropic(Classifier):
     """`create_model("convnext_isotropic_small")` builds iso-S (depth 18, width 384)."""

@@ -18,6 +18,8 @@ from torchvision.ops import StochasticDepth
 
 from .convnext import check_hyperparameters, drop_path_rates
 from .layers import Classifier, LayerNorm2d, check_input, checkpointed_blocks
+
+torch.fx.wrap("check_input")  # one call in a symbolic trace (torchvision's feature extractor), not its branches
 from .registry import register_model
 
 

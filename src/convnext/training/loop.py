@@ -11,6 +11,7 @@ SIGINT/SIGTERM, DDP, EMA, autocast and the process-wide switches (`runtime.proce
 """
 import contextlib
 import json
+import math
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,10 +22,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..accelerate import accelerate, autotuner_of
+from ..accelerate import describe as acceleration
 from ..checkpoints.files import Checkpoint
 from ..models.layers import set_grad_checkpointing
 from ..runtime.atomic import WriteError, write_text
-from ..runtime.autotune import tuner
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
 from ..runtime.process import process_settings
@@ -40,6 +42,10 @@ CONFIG_FILE = "config.json"
 # Attributes that describe the trained network (class names, preprocessing, its registry name): an EMA
 # copy that ships instead of the model carries them too.
 DESCRIPTIONS = ("class_names", "data_config", "model_name", "model_overrides")
+# Optimizer steps between the loop's looks at the device: the losses are read (and checked finite), and
+# under DDP the ranks agree on stop requests and kernel choices. Anything more often would make the host
+# wait for the GPU every step; a checkpoint and an epoch's end look too.
+LOG_EVERY = 50
 
 
 class Interrupted(Exception):
@@ -61,6 +67,7 @@ class RunConfig:
     amp: str | None = None  # "bf16" or "fp16" autocast where the device has the hardware; None: float32
     channels_last: bool = False
     compile: bool = False
+    accelerate: bool = True  # the model's blocks computed by the measured kernels (`convnext.accelerate`)
     grad_checkpointing: bool = False
     deterministic: bool = False
     save_every: int | None = None  # also checkpoint every N optimizer steps
@@ -115,6 +122,9 @@ class Loop:
             self.model = self.model.to(memory_format=torch.channels_last)
         if run.grad_checkpointing and not set_grad_checkpointing(self.model):
             raise TrainingError(f"--grad-checkpointing: {type(self.model).__name__} has no ConvNeXt blocks to recompute")
+        self.notes: list[str] = []  # what the transform said: the header line carries it
+        # The kernel choices of the run: measured until the first checkpoint, saved in every one.
+        self.tuner = autotuner_of(accelerate(self.model, say=self.notes.append)) if run.accelerate else None
 
         self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
         self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
@@ -135,6 +145,8 @@ class Loop:
                                      recipe.schedule)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
                     if recipe.ema_decay else None)
+        if self.ema and self.tuner:  # the copy computes with the run's choices, not a copy of them
+            accelerate(self.ema.module, self.tuner)
         self.autocast = task.autocast = amp_dtype(run.amp, context.device)  # None, said, without the hardware
         self.scaler = torch.amp.GradScaler(context.device.type, enabled=self.autocast == torch.float16)
         self.network = task.distribute(self.model) if context.distributed else self.model
@@ -143,11 +155,13 @@ class Loop:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_score = float("-inf")  # the task's validation score (higher is better) of the best epoch
         self.last_metrics = None  # (model, EMA) metrics of the last completed epoch
-        self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far
+        self.loss_sum, self.loss_count = 0.0, 0  # this epoch's training loss so far (read at each look)
+        self.unread: list[tuple[int, torch.Tensor]] = []  # (step, loss) on the device, since the last look
+        self.steps_this_process = 0
         # This epoch's seconds in processes before this one (kept in checkpoints: a resumed epoch reports
         # all of its time, not the part after the resume), and when this process's part of it began.
         self.epoch_seconds_before, self.epoch_resumed_at = 0.0, None
-        self.kernels_seen = tuner.version  # kernel choices measured before the last agreement among ranks
+        self.kernels_seen = self.tuner.version if self.tuner else 0  # choices measured before the last agreement
 
     # --- checkpoints -----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -158,7 +172,8 @@ class Loop:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best_score": self.best_score, "loss_sum": self.loss_sum, "loss_count": self.loss_count,
             "epoch_seconds": self.epoch_seconds(),
-            "kernels": tuner.state_dict(),  # a resumed run computes with the same kernels: bit-identical
+            # a resumed run computes with the same kernels: bit-identical
+            "kernels": self.tuner.state_dict() if self.tuner else {},
         }
 
     def restore(self, state: dict) -> None:
@@ -171,9 +186,10 @@ class Loop:
         run_state.set_rng_state(state["rng"])
         # Exactly the checkpoint's kernels, whatever this process chose before: the uninterrupted run
         # stopped measuring at its first checkpoint, and so does this one.
-        tuner.reset()
-        tuner.load_state_dict(state.get("kernels", {}))
-        tuner.measuring = False
+        if self.tuner:
+            self.tuner.reset()
+            self.tuner.load_state_dict(state.get("kernels") or {"version": 1, "choices": []})
+            self.tuner.measuring = False
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best_score = state.get("best_score", state.get("best_top1"))  # the key's name before 0.3
@@ -181,9 +197,11 @@ class Loop:
         self.epoch_seconds_before = state.get("epoch_seconds", 0.0)  # older checkpoints: only the part after the resume
 
     def save(self, best: bool = False) -> None:
+        self.read_losses()  # a checkpoint never holds weights a non-finite loss trained
         if self.ctx.is_main:
             run_state.save(self.state(), self.run_dir, self.global_step, self.run.keep_checkpoints, best)
-        tuner.measuring = False  # from here on the run depends on the checkpoint alone (runtime/autotune.py)
+        if self.tuner:  # from here on the run depends on the checkpoint alone (accelerate/autotune.py)
+            self.tuner.measuring = False
 
     # --- the loop --------------------------------------------------------------------------------
     def loss(self, inputs, targets) -> torch.Tensor:
@@ -193,15 +211,38 @@ class Loop:
     def agree_on_kernels(self, stop: bool = False) -> bool:
         """Under DDP: whether any rank was asked to stop and, once any rank has measured new kernel
         choices, every rank takes rank 0's, so that all ranks run the same kernels (one all-reduce)."""
-        new_kernels = tuner.version != self.kernels_seen
-        stop, new_kernels = distributed.any_of([stop, new_kernels], self.ctx)
+        version = self.tuner.version if self.tuner else 0
+        stop, new_kernels = distributed.any_of([stop, version != self.kernels_seen], self.ctx)
         if new_kernels and self.ctx.distributed:
-            tuner.agree()
-        self.kernels_seen = tuner.version
+            self.tuner.agree()
+        self.kernels_seen = version
         return stop
+
+    def read_losses(self) -> None:
+        """The look at the device: the losses since the last one, added to the epoch's sum one by one (as
+        a step at a time would: a resumed run's sum is the same) and checked finite, naming the first
+        step that was not (its weights are not saved; the last good checkpoint stays). Every rank looks
+        at the same steps, and stops if any saw a non-finite loss."""
+        steps = [step for step, _ in self.unread]
+        values = torch.stack([loss for _, loss in self.unread]).tolist() if self.unread else []  # the one sync
+        self.unread = []
+        bad = next((step for step, value in zip(steps, values) if not math.isfinite(value)), None)
+        if distributed.any_of([bad is not None], self.ctx)[0]:
+            where = f"step {bad}" if bad is not None else "another process's step"
+            raise TrainingError(f"non-finite loss at {where} (epoch {self.epoch + 1}); "
+                                f"stopped, keeping the last good checkpoint in {self.run_dir}")
+        for value in values:
+            self.loss_sum, self.loss_count = self.loss_sum + value, self.loss_count + 1
+
+    def reached_max_steps(self) -> bool:
+        """Whether the run has taken its --max-steps: a run resumed at or past them takes no further step
+        (and draws nothing), so it ends as the uninterrupted one did after its last."""
+        return self.run.max_steps is not None and self.global_step >= self.run.max_steps
 
     def train_epoch(self, stop: list[int], progress: bool) -> float:
         recipe, accum = self.recipe, self.recipe.accum_steps
+        if self.reached_max_steps():
+            return self.loss_sum / max(1, self.loss_count)
         self.network.train()
         self.data.train.epoch = self.epoch
         self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * accum * recipe.batch_size)
@@ -217,10 +258,7 @@ class Loop:
                 with self.network.no_sync() if not sync else contextlib.nullcontext():
                     loss = self.loss(inputs, targets)
                     self.scaler.scale(loss / accum).backward()
-                if distributed.any_of([not torch.isfinite(loss).item()], self.ctx)[0]:
-                    raise TrainingError(f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}); "
-                                        f"stopped, keeping the last good checkpoint in {self.run_dir}")
-                self.loss_sum, self.loss_count = self.loss_sum + loss.item(), self.loss_count + 1
+                self.unread.append((self.global_step + 1, loss.detach()))  # read at the next look
             if recipe.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad)
@@ -232,13 +270,26 @@ class Loop:
                 self.ema.update_parameters(self.model)
             self.step_in_epoch += 1
             self.global_step += 1
+            self.steps_this_process += 1
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if self.run.save_every and self.global_step % self.run.save_every == 0:
                 self.save()
-            if self.agree_on_kernels(bool(stop)) or self.global_step == self.run.max_steps:
+            # The look: every LOG_EVERY steps and at the epoch's end; under DDP also after this process's
+            # first step, when the kernels it measured are agreed on before the ranks compute apart.
+            look = (self.global_step % LOG_EVERY == 0 or self.step_in_epoch == self.steps_per_epoch
+                    or (self.ctx.distributed and self.steps_this_process == 1))
+            if look:
+                self.read_losses()
+                bar.set_postfix(loss=f"{self.loss_sum / max(1, self.loss_count):.3f}", refresh=False)
+            # Alone, a stop request is seen at once; under DDP at a look, by all ranks together.
+            if self.ctx.distributed:
+                asked = look and self.agree_on_kernels(bool(stop))
+            else:
+                asked = bool(stop)
+            if asked or self.reached_max_steps():
                 break
         bar.close()
+        self.read_losses()
         return self.loss_sum / max(1, self.loss_count)
 
     def validate(self) -> tuple[dict, dict | None]:
@@ -297,7 +348,7 @@ class Loop:
                 with self.rng_set_aside():
                     self.task.after_epoch(self.model, self.run_dir)
             self.save(best=best)
-            if self.global_step == self.run.max_steps:
+            if self.reached_max_steps():
                 break
         return {"wall_s": time.time() - start}
 
@@ -325,7 +376,9 @@ class Loop:
     def started(self, resumed: bool) -> str:
         recipe, ctx = self.recipe, self.ctx
         where = f"resumed at epoch {self.epoch + 1}, step {self.global_step}" if resumed else "started"
-        return (f"{recipe.model}: {where}; {self.task.data_note()}, input {self.data.input_size}px, "
+        notes = "".join(f"; {note}" for note in self.notes)
+        return (f"{recipe.model}: {where}; {acceleration(self.model)}{notes}; {self.task.data_note()}, "
+                f"input {self.data.input_size}px, "
                 f"lr {recipe.lr:g} at batch {recipe.lr_base_batch} -> {self.lr:.3g} for effective batch "
                 f"{self.effective_batch} ({recipe.batch_size} x {ctx.world_size} process(es) x "
                 f"{recipe.accum_steps} accumulation); run dir {self.run_dir}")

@@ -1,6 +1,7 @@
 """The block's exact fast kernels: pointwise layers (oneDNN 1x1 conv, BLAS or packed GEMM), GELU fused
 or recomputed, a depthwise-conv backward, and cache-sized batch chunks for inference. Which of them a
-block runs, by grad mode and training, is decided in one place: `fast_block.fast_block`.
+block runs, by grad mode and training, is decided in one place: `fast_block.FastBlock`. Every choice
+is made by the `Autotuner` the accelerated model holds, passed in.
 
 Each computes exactly what the plain PyTorch layers would (tests/test_kernels.py checks every path
 against autograd in float64, tests/test_parity.py against timm's gradients and logits). Where the
@@ -16,7 +17,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..runtime.hardware import onednn_bf16
 from ..runtime.precision import autocast_dtype, compute_dtype
-from ..runtime.autotune import Key, dtype_name, tuner
+from .autotune import Autotuner, Key, dtype_name
 
 
 def on_onednn(x: torch.Tensor) -> bool:
@@ -114,7 +115,7 @@ def _mode(weight: torch.Tensor, training: bool) -> str:
 
 
 def _choose_layer(op: str, table: dict, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                  training: bool) -> str:
+                  training: bool, tuner: Autotuner) -> str:
     n, c, h, w = x.shape
     mode = _mode(weight, training)
     key = Key(op, x.device.type, dtype_name(x.dtype), dtype_name(autocast_dtype(x)), (n * h * w, c, weight.shape[0]),
@@ -146,13 +147,15 @@ def _cudnn_keeps_precision(x: torch.Tensor) -> bool:
     return dtype != torch.float32 or torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32
 
 
-def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> str:
+def pointwise_backend(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool,
+                      tuner: Autotuner) -> str:
     """"conv" (oneDNN, cuDNN) or "linear" (BLAS, cuBLAS), or for frozen weights without autograd "packed"
     (oneDNN's linear on a blocked copy of the weight): the fastest for these shapes on this machine."""
-    return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training)
+    return _choose_layer("pointwise", _default_first(POINTWISE, x), x, weight, bias, training, tuner)
 
 
-def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool) -> torch.Tensor:
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, training: bool,
+              tuner: Autotuner) -> torch.Tensor:
     """A Linear layer's (out, in) weight applied at every position of a channels-last (N, C, H, W) tensor.
 
     It runs as a 1x1 convolution (oneDNN on CPUs, cuDNN on GPUs) or as `F.linear` on the (N, H, W, C)
@@ -161,15 +164,16 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     has the GPU's figures). Where nothing is measured: the conv on CPUs, the GEMM elsewhere. `training`:
     timed with its backward pass, as a training step runs it.
     """
-    return POINTWISE[pointwise_backend(x, weight, bias, training)](x, weight, bias)
+    return POINTWISE[pointwise_backend(x, weight, bias, training, tuner)](x, weight, bias)
 
 
-def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def pointwise_then_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        tuner: Autotuner) -> torch.Tensor:
     """gelu(pointwise(x)), exact GELU, without autograd: the fastest of conv or GEMM followed by an
     in-place GELU (no 4C-wide buffer for the activation) and, on CPUs, GELU fused into oneDNN's 1x1 conv.
     """
     table = _default_first(POINTWISE_GELU, x)
-    return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False)](x, weight, bias)
+    return table[_choose_layer("pointwise_gelu", table, x, weight, bias, False, tuner)](x, weight, bias)
 
 
 def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, padding: int, groups: int,
@@ -228,12 +232,12 @@ class _GeluPointwise(torch.autograd.Function):
         return grad_h, grad_weight, grad_bias, None
 
 
-def gelu_then_pointwise(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def gelu_then_pointwise(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tuner: Autotuner) -> torch.Tensor:
     """pointwise(gelu(h)), exact, with autograd: it keeps only h for the backward pass and recomputes
     gelu(h) there: one 4C-wide activation per block less to store (about a third of a ConvNeXt's
     activation memory), and faster on CPUs, where allocating it costs more than the recomputation.
     """
-    return _GeluPointwise.apply(h, weight, bias, pointwise_backend(h, weight, bias, True))
+    return _GeluPointwise.apply(h, weight, bias, pointwise_backend(h, weight, bias, True, tuner))
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -242,8 +246,9 @@ class _DepthwiseConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tuner: Autotuner) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
+        ctx.tuner = tuner
         return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
 
     @staticmethod
@@ -255,10 +260,10 @@ class _DepthwiseConv(torch.autograd.Function):
             padding = weight.shape[-1] // 2
             grad_x = _conv_backward(grad, low_x, low_weight, padding, x.shape[1], (True, False))[0].to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_weight = depthwise_weight_grad(low_x, grad, low_weight).to(weight.dtype)
+            grad_weight = depthwise_weight_grad(low_x, grad, low_weight, ctx.tuner).to(weight.dtype)
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(dim=(0, 2, 3)).to(weight.dtype)  # several times faster than oneDNN's
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
 # Batch chunks of about this many elements keep the CPU weight gradient's working set in cache.
@@ -277,7 +282,7 @@ def _weight_grad_by_planes(x: torch.Tensor, grad: torch.Tensor, k: int) -> torch
     return total.unsqueeze(1)  # (C, 1, k, k), the weight's shape
 
 
-def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def depthwise_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, tuner: Autotuner) -> torch.Tensor:
     """dL/dweight of a stride-1 "same" depthwise conv: per channel, the correlation of the padded input
     with the output gradient, summed over the batch.
 
@@ -315,7 +320,7 @@ def seen_taps(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return weight if cut <= 0 else weight[..., cut:-cut, cut:-cut]
 
 
-def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor, tuner: Autotuner) -> torch.Tensor:
     """conv(x) for a block's stride-1 "same" depthwise conv on the taps that meet the map (`seen_taps`),
     with the faster backward pass where autograd records. Where it does not, and every tap meets the
     map, it is the module's own call (its forward hooks run, as they do on the paper's path)."""
@@ -325,7 +330,7 @@ def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         if weight is conv.weight:
             return conv(x)
         return F.conv2d(x, weight, conv.bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
-    return _DepthwiseConv.apply(x, weight, conv.bias)
+    return _DepthwiseConv.apply(x, weight, conv.bias, tuner)
 
 
 # Batch chunks whose block-internal 4C-wide activation is about this large (bytes) are tried for
@@ -334,7 +339,7 @@ def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 CHUNK_BYTES = (16 << 20, 8 << 20, 4 << 20)
 
 
-def residual_by_chunks(branch, x: torch.Tensor, width: int) -> torch.Tensor:
+def residual_by_chunks(branch, x: torch.Tensor, width: int, tuner: Autotuner) -> torch.Tensor:
     """x + branch(x) without autograd: over the whole batch, or over chunks of samples if that measures
     faster. Exact, since every layer of a block treats samples independently.
     """

@@ -14,8 +14,9 @@ tracing or compiling, under `torch.use_deterministic_algorithms`, or with `tuner
 candidate that raises when it is first tried (a oneDNN kernel this CPU lacks: bf16 convolutions
 without AVX-512 BW/VL/DQ) is left out of the race and said once in the debug log.
 
-The choices travel as `tuner.state_dict()`: a training run stores them in its checkpoints and loads
-them when it resumes (a resumed run computes with the kernels it started with and ends
+Each accelerated model holds its own `Autotuner` (`accelerate.autotuner_of(model)`); nothing is kept
+per process. The choices travel as its `state_dict()`: a training run stores them in its checkpoints
+and loads them when it resumes (a resumed run computes with the kernels it started with and ends
 bit-identical), and under DDP rank 0's are given to every rank (`agree`), so all ranks run the same
 kernels. Its structure, version 1:
 
@@ -45,7 +46,7 @@ class Key:
     device: str  # "cpu", "cuda"
     dtype: str  # the input's, as torch names it without the prefix: "float32"
     autocast: str | None  # autocast's dtype, or None when it is off
-    sizes: tuple[int, ...]  # the sizes that decide the speed (each op in models/kernels.py says which)
+    sizes: tuple[int, ...]  # the sizes that decide the speed (each op in accelerate/kernels.py says which)
     mode: str = "inference"  # "inference", "training" (forward and backward), "frozen" (inference, frozen weights)
 
     def as_dict(self) -> dict:
@@ -227,5 +228,3 @@ def _legacy_key(text: str) -> Key:
     autocast = None if autocast == "None" else autocast.removeprefix("torch.")
     return Key(op, device, dtype.removeprefix("torch."), autocast, tuple(sizes), mode)
 
-
-tuner = Autotuner()  # the process's: it describes this machine, as torch.backends.cudnn's flags do
