@@ -8,7 +8,9 @@ run starts and stops at its first checkpoint (kernels are measured until then, s
 share them); a copy of it finishes undisturbed (the reference); the original is resumed again and
 again under `faulty_run.py`, each time hurt once: SIGKILL at a random optimizer step, at a random
 moment, or halfway through writing a checkpoint, and SIGTERM or SIGINT at a random step (those must
-save, print the resume command and exit 0). Then it is resumed to the end, and its weights, EMA and
+save, print the resume command and exit 0); last, SIGKILL after the last checkpoint and before the
+final files. A copy of the start is also run with --max-steps, killed before its final files and
+resumed with the same --max-steps, against the same run uninterrupted. Then it is resumed to the end, and its weights, EMA and
 metrics must equal the reference's bit for bit, and no temporary file may be left. The suite runs
 this with the default faults (tests/test_faults.py); docs/faults.md reports a longer run.
 """
@@ -48,6 +50,7 @@ def arguments(kind: str, scratch: Path) -> list[str]:
 
 
 FAULTS = ("kill at step", "kill in checkpoint", "term at step", "int at step", "kill at a moment")
+LAST = "kill before the final files"  # after every other fault: the run goes to its end, then dies
 
 
 @dataclass
@@ -90,6 +93,8 @@ def _finished(run_dir: Path, steps: int) -> bool:
 
 
 def _fault(name: str, rng: random.Random) -> list[str]:
+    if name == "kill before the final files":
+        return ["--before-final"]
     if name == "kill in checkpoint":
         return ["--in-checkpoint", str(rng.randint(1, 2))]
     if name == "kill at a moment":
@@ -106,7 +111,8 @@ def weights_and_metrics(run_dir: Path) -> dict:
     from convnext.training.reporting import read_metrics
 
     state = run_state.load_latest(run_dir, say=lambda _: None)
-    rows = [{k: v for k, v in row.items() if k != "epoch_s"} for row in read_metrics(run_dir / "metrics.csv")]
+    metrics = run_dir / "metrics.csv"  # none where --max-steps stopped the run inside its first epoch
+    rows = [{k: v for k, v in row.items() if k != "epoch_s"} for row in read_metrics(metrics)] if metrics.is_file() else []
     summary = json.loads((run_dir / "summary.json").read_text())
     tensors = {f"model/{k}": v for k, v in state["model"].items()}
     if state.get("ema"):
@@ -154,7 +160,7 @@ def hurt_and_resume(kind: str, scratch: Path, faults: int, seed: int) -> Outcome
 
     names = [FAULTS[i % len(FAULTS)] for i in range(faults)]
     rng.shuffle(names)
-    for name in names:
+    for name in [*names, LAST]:
         if _finished(run_dir, steps):
             outcome.faults.append(f"{name}: not tried, the run had finished")
             continue
@@ -182,13 +188,56 @@ def hurt_and_resume(kind: str, scratch: Path, faults: int, seed: int) -> Outcome
     return outcome
 
 
+MAX_STEPS = 3  # one step past the start's checkpoint: the run stops mid-way
+
+
+def copy_of_start(kind: str, scratch: Path, name: str) -> Path:
+    """Another copy of the run as `start_and_reference` left it (its first checkpoint, its kernels)."""
+    run_dir, _ = _folders(kind, scratch)
+    copy = scratch / f"{kind.replace(' ', '-')}-{name}"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def max_steps_reference(kind: str, scratch: Path) -> str | None:
+    """A copy of the start finished with --max-steps, undisturbed (in this process); what went wrong, or None."""
+    reference = copy_of_start(kind, scratch, "max-reference")
+    copy_of_start(kind, scratch, "max-hurt")
+    if _run_here([*kind.split(), "--resume", str(reference), "--max-steps", str(MAX_STEPS)]) != 0:
+        return "the --max-steps reference run failed"
+    return None
+
+
+def killed_before_the_end_of_max_steps(kind: str, scratch: Path) -> Outcome:
+    """The other copy with --max-steps, killed after its last checkpoint and before its final files,
+    then resumed with the same --max-steps: it takes no further step and ends as the reference."""
+    outcome = Outcome(f"{kind} --max-steps {MAX_STEPS}")
+    name = kind.replace(" ", "-")
+    reference, hurt = scratch / f"{name}-max-reference", scratch / f"{name}-max-hurt"
+    limit = ["--max-steps", str(MAX_STEPS)]
+    killed = _run([*kind.split(), "--resume", str(hurt), *limit], ["--before-final"])
+    outcome.faults.append(f"kill before the final files (--before-final): exit {killed.returncode}")
+    if killed.returncode != -9 or _finished(hurt, MAX_STEPS):  # (the start's own summary says 2 steps)
+        outcome.problems.append(f"not killed before its final files: exit {killed.returncode}, {killed.stderr[-300:]!r}")
+    resumed = _run([*kind.split(), "--resume", str(hurt), *limit])
+    if resumed.returncode != 0:
+        outcome.problems.append(f"the resume failed: {resumed.stderr[-500:]}")
+        return outcome
+    outcome.problems += compare(weights_and_metrics(reference), weights_and_metrics(hurt))
+    return outcome
+
+
 def study(kinds: list[str], scratch: Path, faults: int = 5, seed: int = 0, parallel: int = 2) -> list[Outcome]:
-    """Every kind: started and referenced here, then hurt `parallel` kinds at a time (each kind's
-    processes one after another)."""
-    failed = {kind: problem for kind in kinds if (problem := start_and_reference(kind, scratch))}
+    """Every kind: started and referenced here (in-process runs stay on the main thread, which alone
+    takes signal handlers), then hurt `parallel` kinds at a time (each kind's processes one after
+    another), and once more with --max-steps killed before its final files."""
+    failed = {kind: problem for kind in kinds if (problem := start_and_reference(kind, scratch)
+                                                 or max_steps_reference(kind, scratch))}
+    started = [k for k in kinds if k not in failed]
     with ThreadPoolExecutor(parallel) as pool:
-        outcomes = pool.map(lambda kind: hurt_and_resume(kind, scratch, faults, seed), [k for k in kinds if k not in failed])
-    return [Outcome(kind, problems=[problem]) for kind, problem in failed.items()] + list(outcomes)
+        limited = list(pool.map(lambda kind: killed_before_the_end_of_max_steps(kind, scratch), started))
+        outcomes = pool.map(lambda kind: hurt_and_resume(kind, scratch, faults, seed), started)
+    return [Outcome(kind, problems=[problem]) for kind, problem in failed.items()] + list(outcomes) + limited
 
 
 KINDS = ["train", "pretrain", "detect train", "segment train"]

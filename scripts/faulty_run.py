@@ -3,11 +3,14 @@
     python scripts/faulty_run.py --at-step 5 --signal KILL -- train --epochs 2 ...
     python scripts/faulty_run.py --in-checkpoint 2 -- pretrain ...     # SIGKILL halfway through writing it
     python scripts/faulty_run.py --after 3.5 --signal KILL -- detect train ...
+    python scripts/faulty_run.py --before-final -- train --resume RUN       # SIGKILL before the final files
 
 `--at-step N` delivers the signal to this process right after the N-th optimizer step of this
 invocation (a global optimizer hook: mid-step, before the schedule and the EMA move), `--after S`
 after S seconds of wall time, `--in-checkpoint N` while the N-th training checkpoint is being
-written: half of its bytes are on disk when the process dies. The tests resume what is left.
+written: half of its bytes are on disk when the process dies, `--before-final` with SIGKILL when the
+run, its steps and checkpoints done, is about to write its final files (weights, summary). The tests
+resume what is left.
 """
 import argparse
 import os
@@ -31,6 +34,7 @@ def main() -> None:
     when.add_argument("--at-step", type=int)
     when.add_argument("--after", type=float)
     when.add_argument("--in-checkpoint", type=int)
+    when.add_argument("--before-final", action="store_true")
     parser.add_argument("--signal", default="KILL", choices=["KILL", "TERM", "INT"])
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -50,6 +54,10 @@ def main() -> None:
         register_optimizer_step_post_hook(after_step)
     elif args.after is not None:
         threading.Timer(args.after, hurt, (signum,)).start()
+    elif args.before_final:
+        from convnext.training import loop
+
+        loop.Loop.finish = lambda self, wall_s: hurt(signal.SIGKILL)
     else:
         import torch
 

@@ -22,12 +22,19 @@ TRAIN = ["train", "--model", "convnext_test", "--batch-size", "32", "--subset", 
 
 def test_every_kind_of_run_survives_kills_and_signals(tmp_path):
     """kill -9 at a random step and halfway through a checkpoint, SIGTERM and SIGINT at random steps
-    (saved, resume command printed, exit 0), for train, pretrain, detect train and segment train."""
+    (saved, resume command printed, exit 0), and kill -9 between the last checkpoint and the final files
+    (with and without --max-steps: a run resumed at its --max-steps takes no further step), for train,
+    pretrain, detect train and segment train."""
     outcomes = fault_points.study(fault_points.KINDS, tmp_path, faults=4, seed=0)
+    assert len(outcomes) == 2 * len(fault_points.KINDS)
     for outcome in outcomes:
         assert outcome.held, (outcome.kind, outcome.problems, outcome.faults)
-        assert len(outcome.faults) == 4 and not any("not tried" in f for f in outcome.faults), outcome.faults
-        assert {f.split(" (")[0] for f in outcome.faults} == set(fault_points.FAULTS[:4])
+        assert not any("not tried" in f for f in outcome.faults), outcome.faults
+        if "--max-steps" in outcome.kind:
+            assert outcome.faults == ["kill before the final files (--before-final): exit -9"]
+        else:
+            assert [f.split(" (")[0] for f in outcome.faults][-1] == fault_points.LAST
+            assert {f.split(" (")[0] for f in outcome.faults[:-1]} == set(fault_points.FAULTS[:4])
 
 
 def no_temporaries(folder: Path) -> bool:
