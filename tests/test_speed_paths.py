@@ -285,3 +285,30 @@ def test_batched_digits_augmentation_equals_the_per_sample_transforms():
         assert difference.max() <= 2 / 255 / 0.5 + 1e-6 and (difference > 1e-5).float().mean() < 0.01
     labels = [label for _, label in data.train.__getitems__(indices)]
     assert labels == [int(data.train.images.labels[i]) for i in indices]
+
+
+def test_fresh_runs_on_one_machine_take_the_kernels_it_measured_first(tmp_path, monkeypatch, capsys):
+    """The first run here measures and keeps its choices (at its first checkpoint); the next fresh run
+    starts from them and ends bit for bit equal, as a run killed before its first checkpoint and
+    started again must."""
+    import safetensors.torch
+
+    from convnext.accelerate.machine import choices_file
+
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
+    command = ["train", "--model", "convnext_test", "--epochs", "1", "--subset", "64", "--batch-size", "16"]
+    assert main([*command, "--output-dir", str(tmp_path / "first")]) == 0
+    kept = json.loads(choices_file(torch.device("cpu")).read_text())
+    assert kept["machine"].startswith(hardware.describe()) and kept["choices"]["choices"]
+    assert main([*command, "--output-dir", str(tmp_path / "second")]) == 0
+    capsys.readouterr()
+    first, second = (safetensors.torch.load_file(tmp_path / run / "model.safetensors") for run in ("first", "second"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_an_unwritable_kernel_cache_costs_only_the_next_runs_measurements(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CONVNEXT_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "--model", "convnext_test", "--epochs", "1", "--max-steps", "2", "--subset", "64",
+                 "--batch-size", "16", "--output-dir", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "summary.json").is_file() and "error" not in capsys.readouterr().err

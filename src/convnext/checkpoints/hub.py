@@ -12,7 +12,6 @@ through the same strict converter as any other checkpoint. Set CONVNEXT_CACHE to
 folder of the official files; the Hub's is huggingface_hub's (HF_HOME).
 """
 import json
-import os
 import urllib.error
 from dataclasses import dataclass
 from functools import cache
@@ -23,6 +22,7 @@ from torch import nn
 
 from ..models import registry
 from ..runtime.atomic import atomic_file
+from ..runtime.cache import cache_dir
 from .convert import CheckpointError
 from .files import read_checkpoint
 from .preprocessing import imagenet_class_names
@@ -108,10 +108,6 @@ def known_weights(name: str) -> list[Known]:
 @cache
 def _hub_names() -> dict[str, list[dict]]:
     return json.loads((Path(__file__).parent / "hub_names.json").read_text())["models"]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CONVNEXT_CACHE") or Path(torch.hub.get_dir()) / "convnext")
 
 
 def pretrained_weights(name: str, tag: str | None = None) -> Weights:

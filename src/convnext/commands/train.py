@@ -68,7 +68,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, recipes: dict[str, R
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile")
     add_accelerate_argument(parser)
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
+                        help="PyTorch's deterministic algorithms and the default kernels, measuring nothing: two fresh "
+                             "runs equal bit for bit on any machine of a kind (default: on this machine, once a run "
+                             "here has measured its kernels; a resumed run equals the uninterrupted one either way)")
     parser.add_argument("--save-every", type=COUNT.parse, help="also checkpoint every N optimizer steps")
     parser.add_argument("--keep-checkpoints", type=COUNT.parse, default=2, help="newest checkpoints kept (plus the best)")
     parser.add_argument("--val-every", type=COUNT.parse, default=1, metavar="EPOCHS",

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..accelerate import accelerate, autotuner_of
 from ..accelerate import describe as acceleration
+from ..accelerate.machine import load_machine_choices, save_machine_choices
 from ..checkpoints.files import Checkpoint
 from ..models.layers import set_grad_checkpointing
 from ..runtime.atomic import WriteError, write_text
@@ -123,8 +124,11 @@ class Loop:
         if run.grad_checkpointing and not set_grad_checkpointing(self.model):
             raise TrainingError(f"--grad-checkpointing: {type(self.model).__name__} has no ConvNeXt blocks to recompute")
         self.notes: list[str] = []  # what the transform said: the header line carries it
-        # The kernel choices of the run: measured until the first checkpoint, saved in every one.
+        # The kernel choices of the run: this machine's from the runs before (so that fresh runs agree),
+        # measured where there are none until the first checkpoint, saved in every one.
         self.tuner = autotuner_of(accelerate(self.model, say=self.notes.append)) if run.accelerate else None
+        if self.tuner:
+            load_machine_choices(self.tuner, context.device)
 
         self.effective_batch = recipe.batch_size * context.world_size * recipe.accum_steps
         self.lr = recipe.lr * self.effective_batch / recipe.lr_base_batch
@@ -200,8 +204,10 @@ class Loop:
         self.read_losses()  # a checkpoint never holds weights a non-finite loss trained
         if self.ctx.is_main:
             run_state.save(self.state(), self.run_dir, self.global_step, self.run.keep_checkpoints, best)
-        if self.tuner:  # from here on the run depends on the checkpoint alone (accelerate/autotune.py)
+        if self.tuner and self.tuner.measuring:  # from here on the run depends on the checkpoint alone
             self.tuner.measuring = False
+            if self.ctx.is_main:
+                save_machine_choices(self.tuner, self.ctx.device)  # for the next fresh run here
 
     # --- the loop --------------------------------------------------------------------------------
     def loss(self, inputs, targets) -> torch.Tensor:
