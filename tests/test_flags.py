@@ -125,6 +125,8 @@ def test_every_offered_flag_runs_or_is_refused_in_one_line(words, flags, place, 
     import uvicorn
 
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # serve: set up, then return
+    # uvicorn's logging.config.dictConfig closes every handler there is, pytest's own among them
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
     # --compile traced by Dynamo as it is, without Inductor's code generation (minutes on a CPU for a
     # detector; tests/test_training.py compiles a training run with Inductor itself).
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
