@@ -6,6 +6,7 @@ The variants are read off the parser itself, so a flag added later is swept with
 """
 import argparse
 import itertools
+import signal
 
 import pytest
 from PIL import Image
@@ -133,7 +134,12 @@ def test_every_offered_flag_runs_or_is_refused_in_one_line(words, flags, place, 
     out = tmp_path / f"out{next(COUNTER)}"
     companion = COMPANIONS.get((words[0], *flags)) or COMPANIONS.get((words[0], flags[0]), lambda place, out: [])
     argv = [*base(words, place, out), *flags, *companion(place, out)]
-    code = main(argv)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = main(argv)
+    finally:  # serve takes SIGINT and SIGTERM over for uvicorn's graceful exit: the suite's come back
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if "error:" in line]
     expected = REFUSED.get((" ".join(words), " ".join(flags)))
