@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .autotune import Autotuner
@@ -49,6 +50,10 @@ def accelerate(model: nn.Module, tuner: Autotuner | None = None, say: Callable[[
         block.tuner = tuner
         block.recognised = tuple((m, type(m)) for m in block._modules.values())
     model.autotuner = tuner
+    if fast_blocks(model):
+        # Convolution weights channels-last: the stem's output, and every map after it, is then
+        # channels-last too (free permutes, oneDNN's NHWC kernels), as the blocks want their input.
+        model.to(memory_format=torch.channels_last)
     if left:
         reasons = "; ".join(f"{n} where {why}" for why, n in left.most_common())
         (say or log.warning)(f"accelerate: {sum(left.values())} block(s) left as they are ({reasons})")
