@@ -61,7 +61,8 @@ def why_not(block: nn.Module, reference: type) -> str | None:
             return f"{name} is {_qualified(type(child))}, not {_qualified(kind)}"
         if _hooked(child) or parametrize.is_parametrized(child):
             return f"{name} has hooks or parametrizations"
-        if any(not isinstance(p, nn.Parameter) for p in (getattr(child, "weight", None),) if p is not None):
+        weight = getattr(child, "weight", None)
+        if weight is not None and not isinstance(weight, nn.Parameter):
             return f"{name}'s weight is no longer a parameter (pruned?)"
         if list(child.named_children()):
             return f"{name} holds submodules"
