@@ -13,6 +13,15 @@ $(BIN)/convnext: pyproject.toml
 
 install: $(BIN)/convnext
 
+# LiteRT's converter pins older typing-extensions, pydantic and anyio than the server takes (pyproject's
+# tflite extra): it gets an environment of its own, which tests/test_edge_export.py converts in.
+TFLITE_VENV := .venv-tflite
+$(TFLITE_VENV)/bin/litert-torch-ready: pyproject.toml
+	$(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
+	$(TFLITE_VENV)/bin/pip install -q -e ".[tflite]"
+	touch $@
+
 demo: install
 	$(BIN)/convnext train
 
@@ -26,8 +35,8 @@ serve: install  # the latest demo run, with heat maps from stage 1 (its 32² inp
 # where PyTorch runs AVX-512 kernels: on an AVX2-only or ARM CPU the main run already was that run.
 AVX2_TESTS := tests/test_kernels.py tests/test_speed_paths.py tests/test_parity.py tests/test_graph_capture.py
 
-test: install
-	$(BIN)/python -m pytest
+test: install $(TFLITE_VENV)/bin/litert-torch-ready
+	CONVNEXT_TFLITE_PYTHON=$(TFLITE_VENV)/bin/python $(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-avx2
 
 test-avx2: install

@@ -6,7 +6,8 @@ import torch
 
 import convnext
 from convnext.cli import main
-from convnext.deploy.export import export, load_runner
+from convnext.deploy.export import export
+from convnext.deploy.formats import FORMATS
 from convnext.deploy.inference import optimize_for_inference
 from helpers import randomised, relative_error
 
@@ -49,7 +50,7 @@ def test_onnx_dynamic_batch_round_trip(tmp_path):
     model = randomised("convnext_test")
     checks = export(model, tmp_path / "m.onnx", "onnx", dynamic_batch=True)
     assert [batch for batch, _ in checks] == [1, 3] and max(d for _, d in checks) <= 1e-4
-    run = load_runner(tmp_path / "m.onnx", "onnx")
+    run = FORMATS["onnx"].run(tmp_path / "m.onnx")
     for batch in (1, 3):
         x = torch.randn(batch, 3, 224, 224)
         with torch.no_grad():
@@ -62,7 +63,7 @@ def test_onnx_dynamic_batch_round_trip(tmp_path):
 def test_torchscript_and_exported_program_reload_and_match(fmt, suffix, tmp_path):
     model = randomised("convnextv2_test")
     export(model, tmp_path / f"m.{suffix}", fmt, dynamic_batch=fmt == "exported-program")
-    run = load_runner(tmp_path / f"m.{suffix}", fmt)
+    run = FORMATS[fmt].run(tmp_path / f"m.{suffix}")
     x = torch.randn(3 if fmt == "exported-program" else 2, 3, 224, 224)
     with torch.no_grad():
         assert (run(x) - model(x)).abs().max() <= 1e-4
@@ -94,7 +95,7 @@ def test_export_bad_input_gives_one_error_line(tmp_path, capsys):
     convnext.save_pretrained(convnext.create_model("convnext_test"), tmp_path / "w")
     (tmp_path / "file").write_text("")
     cases = [
-        (["--weights", str(tmp_path / "w"), "--format", "tflite", "--output", str(tmp_path / "m")], "unknown export format"),
+        (["--weights", str(tmp_path / "w"), "--format", "keras", "--output", str(tmp_path / "m")], "unknown export format"),
         (["--weights", str(tmp_path / "w"), "--format", "onnx", "--output", str(tmp_path / "file" / "m.onnx")],
          "file is not a directory"),
         (["--model", "convnext_tiny", "--weights", str(tmp_path / "w"), "--format", "onnx", "--output",

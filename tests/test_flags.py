@@ -13,7 +13,7 @@ from PIL import Image
 
 import convnext
 from convnext.cli import build_parser, main
-from convnext.deploy.export import FORMATS
+from convnext.deploy.formats import FORMATS
 from helpers import randomised
 
 PARSER = build_parser()

@@ -5,6 +5,7 @@
     convnext bench --amp bf16                        # CPUs with AVX512-BF16 or AMX; the peers under autocast
     convnext bench --device cuda --amp bf16 --batch-size 128
     convnext bench --backend openvino --int8         # our model on OpenVINO too, float32 and INT8
+    convnext bench --model convnext_atto --batch-size 1 --backend executorch --int8 --no-train   # on-device
     convnext bench --model convnext_test --input-size 64 --rounds 1 --iters 1 --no-memory   # seconds
 
 Reports inference img/s, batch-1 latency, training-step img/s (forward + backward + AdamW), peak
@@ -37,12 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                         help="also time torch.compile (Inductor, frozen weights)")
     parser.add_argument("--backend", action="append", choices=BACKENDS,
-                        help="an engine to time our model on besides PyTorch (CPU; repeat for both; default: "
-                             "onnxruntime and openvino, where installed); --backend pytorch: PyTorch alone")
+                        help="an engine to time our model on besides PyTorch (CPU; repeat for more; default: "
+                             "onnxruntime and openvino, where installed; executorch and litert run batch-1 programs "
+                             "image by image); --backend pytorch: PyTorch alone")
     parser.add_argument("--no-onnx", action="store_true", help=argparse.SUPPRESS)  # before --backend: pytorch alone
     parser.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
-                        help="also time our model quantized to INT8 on ONNX Runtime and OpenVINO (CPU)")
+                        help="also time our model quantized to INT8 on the engines chosen (CPU)")
     parser.add_argument("--accelerate", action=argparse.BooleanOptionalAction, default=True,
                         help="time our model accelerated (convnext.accelerate) and optimized too, not only the reference")
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown peer(s) {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
     if args.int8 and not engines(args):
-        raise ValueError("--int8 times our model quantized on ONNX Runtime and OpenVINO: with --backend pytorch "
+        raise ValueError("--int8 times our model quantized on the engines: with --backend pytorch "
                          "alone there is nothing to run it on (add --backend onnxruntime or openvino)")
     with torch.device("meta"):
         smallest = create_model(args.model).min_input_size

@@ -10,7 +10,8 @@ from ..accelerate import describe as acceleration
 from ..checkpoints.hub import create_model
 from ..checkpoints.weights import load_pretrained, load_weights
 from ..deploy.backends import BACKENDS
-from ..deploy.export import EXPORTED_SUFFIXES, load_exported
+from ..deploy.export import load_exported
+from ..deploy.formats import format_of_file
 from ..runtime.precision import AMP_DTYPES
 
 ALIASES = {"torch": "pytorch"}  # the backend's name before 0.3
@@ -72,9 +73,9 @@ def load_model(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def load_runnable(args: argparse.Namespace) -> torch.nn.Module:
-    """What eval, predict and serve run: the model (`load_model`), or an exported .onnx or OpenVINO .xml
-    (INT8 ones included) with its sidecar, on its own engine or `--backend openvino`."""
-    if not (args.weights and Path(args.weights).suffix in EXPORTED_SUFFIXES):
+    """What eval, predict and serve run: the model (`load_model`), or an exported file (.onnx, OpenVINO
+    .xml, ExecuTorch .pte, LiteRT .tflite; INT8 ones included) with its sidecar, on its own engine."""
+    if not (args.weights and format_of_file(args.weights)):
         return load_model(args)
     if getattr(args, "amp", None):
         raise ValueError("--amp is for the pytorch backend; an exported file runs in the precision it was exported in")

@@ -1,5 +1,6 @@
-"""Where a trained model runs on a CPU: PyTorch itself, or the model exported once and compiled by ONNX
-Runtime or OpenVINO, the engines people deploy ConvNeXts with.
+"""Where a trained model runs on a CPU: PyTorch itself, the model exported once and compiled by ONNX
+Runtime or OpenVINO, the engines people deploy ConvNeXts with on servers, or written as a program for
+ExecuTorch (XNNPACK) or LiteRT, the engines of phones, run here by their Python runtimes.
 
     forward = on_backend(model, "openvino")       # an nn.Module: images (N, C, H, W) -> logits
     Predictor(model, backend="onnxruntime")       # what predict, eval and serve do with --backend
@@ -18,10 +19,13 @@ from torch import nn
 
 from ..checkpoints.preprocessing import data_config
 from .compiled import Compiled, onnxruntime_runner, openvino_runner
-from .export import write_onnx
+from .formats import FORMATS
+from .formats.standard import write_onnx
 from .inference import optimize_for_inference
 
-BACKENDS = ("pytorch", "onnxruntime", "openvino")
+SERVER = ("onnxruntime", "openvino")  # compiled in memory from the model
+ON_DEVICE = {"executorch": FORMATS["executorch"], "litert": FORMATS["tflite"]}  # written to a file, then run
+BACKENDS = ("pytorch", *SERVER, *ON_DEVICE)
 EXTRAS = {"onnxruntime": "export", "openvino": "openvino"}  # pip install "convnext[EXTRA]"
 TOLERANCE = 1e-4
 
@@ -30,6 +34,9 @@ def require(backend: str):
     """The engine's Python package, or a one-line error naming the extra that installs it."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend in ON_DEVICE:
+        ON_DEVICE[backend].require()  # the converter: the runtime alone cannot take a model
+        return None
     try:
         return __import__(backend)
     except ImportError:
@@ -42,9 +49,15 @@ def on_backend(model: nn.Module, backend: str, size: int | None = None) -> nn.Mo
     if backend == "pytorch":
         return model
     engine = require(backend)
-    folded = optimize_for_inference(model.eval(), channels_last=False)
     size = size or data_config(model)["input_size"]
     example = torch.randn(2, model.in_chans, size, size)
+    if backend in ON_DEVICE:  # the writer folds; the runner reads the whole file at once
+        fmt = ON_DEVICE[backend]
+        with tempfile.TemporaryDirectory(prefix=f"convnext-{backend}-") as folder:
+            path = Path(folder) / f"model{fmt.suffix}"
+            fmt.write(model.eval(), path, example, False)
+            return Compiled(model, backend, fmt.run(path))
+    folded = optimize_for_inference(model.eval(), channels_last=False)
     if backend == "onnxruntime":
         # The session reads the whole file when it is made: the folder goes as soon as it has.
         with tempfile.TemporaryDirectory(prefix="convnext-onnx-") as folder:

@@ -23,7 +23,7 @@ from ..models.registry import create_model
 from ..runtime.atomic import atomic_file, write_text
 from ..runtime.hardware import describe
 from ..runtime.precision import amp_dtype
-from .backends import on_backend, onnxruntime_runner, openvino_runner, require
+from .backends import ON_DEVICE, on_backend, onnxruntime_runner, openvino_runner, require
 from .compiled import Compiled
 from .inference import optimize_for_inference
 from .peers import PEERS
@@ -96,7 +96,7 @@ CONTENDERS = (
     *(Contender(f"convnext {engine}", True, False,
                 lambda ours, config, dtype, tuner, engine=engine: _engine(ours, engine, config),
                 lambda config, dtype, engine=engine: engine in config.engines and torch.device(config.device).type == "cpu")
-      for engine in ("onnxruntime", "openvino")),
+      for engine in ("onnxruntime", "openvino", "executorch", "litert")),
     # INT8: NNCF's IR on OpenVINO (the path `convnext export --format openvino --int8` takes), and ONNX
     # Runtime's QDQ file (`--format onnx --int8`) on both engines
     *(Contender(name, True, False,
@@ -105,7 +105,9 @@ CONTENDERS = (
                 and torch.device(config.device).type == "cpu")
       for name, engine, by in (("convnext openvino int8", "openvino", "openvino"),
                                ("convnext onnxruntime int8", "onnxruntime", "onnxruntime"),
-                               ("convnext openvino int8 qdq", "openvino", "onnxruntime"))),
+                               ("convnext openvino int8 qdq", "openvino", "onnxruntime"),
+                               ("convnext executorch int8", "executorch", "executorch"),
+                               ("convnext litert int8", "litert", "litert"))),
     *(Contender(name, False, True, lambda ours, config, dtype, tuner, name=name: PEERS[name](ours),
                 lambda config, dtype, name=name: name in config.peers) for name in PEERS),
 )
@@ -156,12 +158,19 @@ def _int8(model: nn.Module, backend: str, quantizer: str, config: BenchConfig) -
     from .quantize import quantize, require_quantizer
 
     try:
-        require_quantizer(quantizer)
+        if backend not in ON_DEVICE:
+            require_quantizer(quantizer)
         require(backend)
     except ValueError:
         return None
     generator = torch.Generator().manual_seed(0)
     calibration = [torch.randn(8, model.in_chans, config.size, config.size, generator=generator) for _ in range(4)]
+    if backend in ON_DEVICE:  # the program is written and read back whole (XNNPACK's INT8)
+        fmt = ON_DEVICE[backend]
+        with tempfile.TemporaryDirectory(prefix=f"convnext-{backend}-int8-") as folder:
+            path = Path(folder) / f"model.int8{fmt.suffix}"
+            fmt.int8(model.eval(), calibration, path, config.size)
+            return Compiled(model, backend, fmt.run(path))
     # Both engines read the whole file when they compile it: the folder goes as soon as they have.
     with tempfile.TemporaryDirectory(prefix="convnext-int8-") as folder:
         path = Path(folder) / ("model.int8.xml" if quantizer == "openvino" else "model.int8.onnx")

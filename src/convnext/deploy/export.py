@@ -1,26 +1,28 @@
-"""Export to ONNX, TorchScript or a torch.export ExportedProgram, then check the file against eager.
+"""Write a model in any of `formats.FORMATS` (ONNX, OpenVINO, TorchScript, ExportedProgram, ExecuTorch,
+LiteRT, Core ML), float32 or INT8, then check the file against eager PyTorch.
 
     convnext export --weights runs/my-run --format onnx --output model.onnx --dynamic-batch
-    convnext predict --weights model.onnx --backend onnxruntime photos/
+    convnext predict --weights model.onnx photos/
 
 Each export is written atomically, reloaded, and run on random inputs next to the eager model; the
-largest absolute difference is printed and must stay within 1e-4. A `<output>.json` sidecar keeps the
-class names and preprocessing so the file can be used on its own.
+largest absolute difference is printed and must stay within the format's tolerance (1e-4 in float32).
+A `<output>.json` sidecar keeps the class names, the preprocessing and the version of the package that
+wrote it, so the file can be used on its own: eval, predict, serve and bench take it as `--weights`.
 """
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..runtime.atomic import atomic_file
 from ..checkpoints.preprocessing import data_config
-from .compiled import Compiled, onnxruntime_runner, openvino_runner
-
-FORMATS = ("onnx", "openvino", "torchscript", "exported-program")
-TOLERANCE = 1e-4
+from ..runtime.atomic import atomic_file
+from .compiled import Compiled
+from .formats import FORMATS, Format, format_named, format_of_file
 
 
 def _example(model: nn.Module, batch: int, size: int | None = None) -> torch.Tensor:
@@ -28,57 +30,10 @@ def _example(model: nn.Module, batch: int, size: int | None = None) -> torch.Ten
     return torch.randn(batch, model.in_chans, size, size)
 
 
-def write_onnx(model: nn.Module, path: Path, x: torch.Tensor, dynamic_batch: bool) -> None:
-    """The model as ONNX (torch.onnx's dynamo exporter), input "x", output "logits"."""
-    shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-    with torch.no_grad():
-        program = torch.onnx.export(model, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["x"],
-                                    output_names=["logits"], verbose=False)
-    program.save(str(path))
-
-
-def to_openvino(model: nn.Module, x: torch.Tensor, dynamic_batch: bool):
-    """The model converted to OpenVINO (traced on `x`), in memory."""
-    import openvino
-
-    shape = [-1 if dynamic_batch else x.shape[0], *x.shape[1:]]
-    with torch.no_grad():
-        return openvino.convert_model(model, example_input=x, input=[openvino.PartialShape(shape)])
-
-
-def _write(model: nn.Module, fmt: str, path: Path, dynamic_batch: bool, size: int | None = None) -> None:
-    x = _example(model, 2, size)
-    with torch.no_grad():
-        if fmt == "onnx":
-            write_onnx(model, path, x, dynamic_batch)
-        elif fmt == "openvino":
-            import openvino
-
-            # path.xml, and its weights beside it as path.bin: float32 (save_model halves them by default)
-            openvino.save_model(to_openvino(model, x, dynamic_batch), str(path), compress_to_fp16=False)
-        elif fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(model, x), str(path))
-        else:
-            shapes = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
-            torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), str(path))
-
-
-def load_runner(path: Path, fmt: str):
-    """A function images -> logits for an exported file."""
-    if fmt == "onnx":
-        return onnxruntime_runner(path)
-    if fmt == "openvino":
-        return openvino_runner(str(path), {"INFERENCE_PRECISION_HINT": "f32"})
-    if fmt == "torchscript":
-        module = torch.jit.load(str(path))
-        return lambda x: module(x)
-    module = torch.export.load(str(path)).module()
-    return lambda x: module(x)
-
-
-def check(model: nn.Module, path: Path, fmt: str, dynamic_batch: bool) -> list[tuple[int, float]]:
-    """Max |exported - eager| on random inputs: batches 1 and 3 when the batch is dynamic, else 2."""
-    run = load_runner(path, fmt)
+def check(model: nn.Module, path: Path, fmt: Format, dynamic_batch: bool) -> list[tuple[int, float]]:
+    """Max |exported - eager| on random inputs: batches 1 and 3 when the batch is dynamic, else 2
+    (a batch-1 program is fed image by image)."""
+    run = fmt.run(path)
     results = []
     for batch in ((1, 3) if dynamic_batch else (2,)):
         x = _example(model, batch)
@@ -87,73 +42,156 @@ def check(model: nn.Module, path: Path, fmt: str, dynamic_batch: bool) -> list[t
     return results
 
 
-def sidecar(model: nn.Module) -> dict:
-    """What a runtime needs beside the exported graph: the classes and the preprocessing of the weights."""
+def sidecar(model: nn.Module, fmt: Format | None = None, int8: bool = False) -> dict:
+    """What a runtime needs beside the exported graph: the classes and the preprocessing of the weights,
+    and what wrote the file (an older engine cannot be trusted to read a newer engine's file)."""
     data = data_config(model)
+    written = {"format": fmt.name, "writer": fmt.package, "writer_version": fmt.installed(),
+               "engine": fmt.runtime or fmt.package, "engine_version": fmt.installed(runtime=True),
+               "batch": None if fmt.dynamic_batch else 1} if fmt else {}
     return {"model": getattr(model, "model_name", None), "in_chans": model.in_chans,
             "num_classes": model.num_classes, "class_names": getattr(model, "class_names", None),
             "input_size": data["input_size"], "mean": list(data["mean"]), "std": list(data["std"]),
-            "crop_pct": data["crop_pct"], "interpolation": data["interpolation"], "crop_mode": data["crop_mode"]}
+            "crop_pct": data["crop_pct"], "interpolation": data["interpolation"], "crop_mode": data["crop_mode"],
+            **written, **({"int8": True} if int8 else {})}
 
 
 @contextlib.contextmanager
-def exported_file(output: Path, fmt: str):
+def _folder_in_place(output: Path):
+    """A temporary folder that replaces the folder `output` (an .mlpackage) when the block succeeds."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    written = staging / output.name
+    try:
+        yield written
+        if output.exists():
+            old = staging / "old"
+            os.replace(output, old)
+        os.replace(written, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exported_file(output: Path, fmt: Format):
     """The path to write `output` in format `fmt` to; it takes `output`'s place when the block ends
-    without an error (an OpenVINO IR: its weights `.bin` first, then the `.xml`), and nothing is left
-    behind when it does not."""
-    if fmt == "openvino" and output.suffix != ".xml":
-        raise ValueError(f"--format openvino writes an IR: --output NAME.xml (its weights go beside it as NAME.bin)")
+    without an error (an OpenVINO IR: its weights `.bin` first, then the `.xml`; an .mlpackage folder
+    whole), and nothing is left behind when it does not."""
+    if output.suffix != fmt.suffix and (fmt.backend or fmt.suffix == ".mlpackage"):  # read by their suffix
+        extra = " (its weights go beside it as NAME.bin)" if fmt.name == "openvino" else ""
+        raise ValueError(f"--format {fmt.name} writes NAME{fmt.suffix}{extra}: got --output {output}")
+    if fmt.suffix == ".mlpackage":
+        with _folder_in_place(output) as written:
+            yield written
+        return
     with atomic_file(output) as tmp:
-        written = tmp.with_suffix(".xml") if fmt == "openvino" else tmp  # OpenVINO names the .bin after the .xml
+        written = tmp.with_suffix(fmt.suffix)  # engines name what they write after the suffix they are given
         try:
             yield written
-            if written != tmp:
+            if fmt.name == "openvino":
                 os.replace(written.with_suffix(".bin"), output.with_suffix(".bin"))
-                os.replace(written, tmp)
+            os.replace(written, tmp)
         finally:
             if written != tmp:
                 written.unlink(missing_ok=True)
                 written.with_suffix(".bin").unlink(missing_ok=True)
 
 
-def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False) -> list[tuple[int, float]]:
-    """Write `model` as `fmt` to `output` (atomically), verify it, and return the checks."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
-    output = Path(output)
-    model = model.eval()
-    with exported_file(output, fmt) as written:
-        _write(model, fmt, written, dynamic_batch)
-        checks = check(model, written, fmt, dynamic_batch)
-        worst = max(diff for _, diff in checks)
-        if not worst <= TOLERANCE:
-            raise RuntimeError(f"exported {fmt} differs from the eager model by {worst:.2e} (> {TOLERANCE:g}); "
-                               f"{output} not written")
-    with atomic_file(output.with_name(output.name + ".json")) as tmp:
-        tmp.write_text(json.dumps(sidecar(model), indent=2))
+def _checked(model: nn.Module, written: Path, fmt: Format, dynamic_batch: bool, output: Path) -> list:
+    if fmt.tolerance is None:
+        return []
+    checks = check(model, written, fmt, dynamic_batch)
+    worst = max(diff for _, diff in checks)
+    if not worst <= fmt.tolerance:
+        raise RuntimeError(f"exported {fmt.name} differs from the eager model by {worst:.2e} "
+                           f"(> {fmt.tolerance:g}); {output} not written")
     return checks
 
 
-EXPORTED_SUFFIXES = (".onnx", ".xml")  # files that run on their own engine (ONNX Runtime, OpenVINO)
+def _write_sidecar(output: Path, meta: dict) -> None:
+    with atomic_file(output.with_name(output.name + ".json")) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+
+
+def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool = False,
+           notes: list[str] | None = None) -> list[tuple[int, float]]:
+    """Write `model` as `fmt` to `output` (atomically), verify it, and return the checks; what the
+    writer reports (delegation, precisions) is appended to `notes`."""
+    chosen = format_named(fmt)
+    chosen.require()
+    if dynamic_batch and not chosen.dynamic_batch:
+        raise ValueError(f"--format {fmt} programs take batch 1, as a device runs them: drop --dynamic-batch")
+    output = Path(output)
+    model = model.eval()
+    with exported_file(output, chosen) as written:
+        said = chosen.write(model, written, _example(model, 2), dynamic_batch)
+        checks = _checked(model, written, chosen, dynamic_batch, output)
+    _write_sidecar(output, sidecar(model, chosen))
+    if notes is not None:
+        notes.extend(said)
+    return checks
+
+
+def export_int8(model: nn.Module, output: str | Path, fmt: str, calibration: list[torch.Tensor]) -> list[str]:
+    """Write `model` quantized to INT8 as `fmt` (calibrated on `calibration`, batches of preprocessed
+    images, where the format's INT8 is calibrated); returns the writer's notes."""
+    chosen = format_named(fmt)
+    if chosen.int8 is None:
+        offered = ", ".join(name for name, f in FORMATS.items() if f.int8)
+        raise ValueError(f"--int8 is offered for --format {offered}, not {fmt}")
+    chosen.require()
+    output = Path(output)
+    with exported_file(output, chosen) as written:
+        notes = chosen.int8(model.eval().cpu(), calibration, written, data_config(model)["input_size"])
+    _write_sidecar(output, sidecar(model, chosen, int8=True))
+    return notes
+
+
+def _newer(found: str, installed: str) -> bool:
+    from packaging.version import Version
+
+    return Version(found) > Version(installed)
 
 
 def load_exported(path: str | Path, backend: str = "pytorch") -> nn.Module:
-    """An exported .onnx or OpenVINO .xml as a module images -> logits, described by its sidecar JSON
-    (classes, channels, preprocessing), so that eval and predict take it as they take a model. It runs on
-    its own engine, or on OpenVINO when asked (OpenVINO reads ONNX, INT8 QDQ graphs included); PyTorch
-    runs neither, and ONNX Runtime no OpenVINO IR."""
+    """An exported file (.onnx, OpenVINO .xml, ExecuTorch .pte, LiteRT .tflite) as a module images ->
+    logits, described by its sidecar JSON (classes, channels, preprocessing), so that eval and predict
+    take it as they take a model. It runs on its own engine, or an ONNX file on OpenVINO when asked
+    (OpenVINO reads ONNX, INT8 QDQ graphs included)."""
     path = Path(path)
+    fmt = format_of_file(path)
     meta_path = path.with_name(path.name + ".json")
+    if fmt is None:
+        raise ValueError(f"{path}: not a file any engine here runs (one of {', '.join(f.suffix for f in FORMATS.values() if f.run)})")
     if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"{path}: need the exported file and its {meta_path.name} sidecar (from convnext export)")
     meta = json.loads(meta_path.read_text())
+    engine = "openvino" if fmt.name == "onnx" and backend == "openvino" else fmt.backend
+    if backend not in ("pytorch", engine):
+        raise ValueError(f"{path} is a {fmt.name} file: it runs with --backend {fmt.backend}, not {backend}")
+    installed = fmt.require(runtime=True) if engine == fmt.backend else FORMATS["openvino"].require()
+    if engine == fmt.backend and meta.get("engine_version") and _newer(meta["engine_version"], installed):
+        raise ValueError(f"{path} was written for {meta['engine']} {meta['engine_version']}, newer than the "
+                         f"{installed} installed here: upgrade it (pip install -U {meta['engine']}) or export again")
     description = nn.Module()
     description.in_chans, description.num_classes = meta["in_chans"], meta["num_classes"]
     description.class_names, description.model_name = meta["class_names"], meta.get("model")
     description.data_config = {k: meta[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "crop_mode")
                                if k in meta}
-    engine = "openvino" if path.suffix == ".xml" or backend == "openvino" else "onnxruntime"
-    if path.suffix == ".xml" and backend == "onnxruntime":
-        raise ValueError(f"{path} is an OpenVINO IR: it runs with --backend openvino, not onnxruntime")
-    runner = load_runner(path, "openvino" if engine == "openvino" else "onnx")
+    if fmt.signature:
+        _check_signature(path, fmt, meta)
+    runner = FORMATS["openvino"].run(path) if engine == "openvino" else fmt.run(path)
     return Compiled(description, engine, runner)
+
+
+def _check_signature(path: Path, fmt: Format, meta: dict) -> None:
+    """A classifier's program: one image of the sidecar's size in, the sidecar's classes out."""
+    try:
+        inputs, outputs = fmt.signature(path)
+    except Exception as error:  # the engine cannot read it: a damaged file, or from a newer engine
+        raise ValueError(f"{path}: {fmt.backend} cannot read it ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    size = meta["input_size"]
+    expected_in, expected_out = (1, meta["in_chans"], size, size), (1, meta["num_classes"])
+    if tuple(map(int, inputs)) != expected_in or tuple(map(int, outputs)) != expected_out:
+        raise ValueError(f"{path} takes {tuple(map(int, inputs))} and gives {tuple(map(int, outputs))}: not the "
+                         f"classifier its sidecar describes ({expected_in} -> {expected_out})")

@@ -18,7 +18,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..accelerate import accelerate, autotuner_of, unaccelerate
 from ..models.convnext import Block
 from ..runtime.hardware import has_hardware
-from ..models.layers import GRN, LayerNorm2d
+from ..models.layers import GRN, BatchNormChannelsLast, LayerNorm2d
 from ..models.roadmap import Pointwise, RoadmapBlock
 
 
@@ -56,9 +56,21 @@ def fuse_pointwise_bn(layer: Pointwise, bn: nn.BatchNorm2d) -> None:
     layer.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
 
 
+def fold_batch_norm_into_linear(norm: nn.BatchNorm2d, linear: nn.Linear) -> None:
+    """linear(bn(x)) for a BatchNorm in eval mode: its per-channel affine map x*s + t moves into the linear layer."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    linear.bias.add_(linear.weight @ shift)
+    linear.weight.mul_(scale[None, :])
+
+
 def _fold_block(block: Block) -> None:
-    fold_norm_into_linear(block.norm, block.pwconv1)
-    block.norm = _plain_norm(block.norm)
+    if isinstance(block.norm, BatchNormChannelsLast):  # norm="batch"
+        fold_batch_norm_into_linear(block.norm, block.pwconv1)
+        block.norm = nn.Identity()
+    else:
+        fold_norm_into_linear(block.norm, block.pwconv1)
+        block.norm = _plain_norm(block.norm)
     if block.gamma is not None:
         fold_scale_into_linear(block.gamma, block.pwconv2)
         block.gamma = None
@@ -116,13 +128,15 @@ def _to_dtype(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 @torch.no_grad()
 def optimize_for_inference(model: nn.Module, compile: bool = False, channels_last: bool = True,
-                           dtype: torch.dtype = torch.float32) -> nn.Module:
+                           dtype: torch.dtype = torch.float32, accelerated: bool = True) -> nn.Module:
     """An eval-only copy with exact folds and channels-last weights, accelerated (`convnext.accelerate`,
     with the model's own kernel choices if it has them); optionally in bfloat16, compiled.
 
     `dtype=torch.bfloat16` runs weights and activations in bfloat16 where the device has the hardware
     (CUDA, CPUs with AVX512-BF16 or AMX; elsewhere a one-line warning and float32): on such CPUs about
-    twice float32's speed, at the accuracy cost docs/performance.md measures. Compilation uses Inductor
+    twice float32's speed, at the accuracy cost docs/performance.md measures. `accelerated=False` leaves
+    the folded reference (what exporters for other runtimes take, as they lay the weights out themselves).
+    Compilation uses Inductor
     with weight freezing (constants folded into the graph) and `fullgraph=True`, so a graph break is an
     error rather than a silent slowdown.
     """
@@ -146,7 +160,10 @@ def optimize_for_inference(model: nn.Module, compile: bool = False, channels_las
         model.norm = _plain_norm(model.norm)
     for p in model.parameters():
         p.requires_grad_(False)
-    accelerate(model, tuner)
+    if accelerated:
+        accelerate(model, tuner)
+    else:  # as the reference lays weights out (an accelerated model's convolutions had channels-last ones)
+        model = model.to(memory_format=torch.contiguous_format)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from ..runtime.hardware import INT8_FLAGS, cpu_flags
-from .backends import require
-from .export import to_openvino, write_onnx
+from .formats.standard import to_openvino, write_onnx
 from .inference import optimize_for_inference
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -49,7 +48,11 @@ def _last_matrix_product(path: Path) -> list[str]:
 
 def require_quantizer(engine: str) -> None:
     """The packages that quantize for `engine` are installed, or a one-line error naming the extra."""
-    require(engine)
+    extra = "openvino" if engine == "openvino" else "export"
+    try:
+        __import__(engine)
+    except ImportError:
+        raise ValueError(f"--int8 for {engine} needs the {engine} package: pip install 'convnext[{extra}]'") from None
     if engine == "openvino":
         try:
             import nncf  # noqa: F401

@@ -25,6 +25,13 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
+class BatchNormChannelsLast(nn.BatchNorm2d):
+    """BatchNorm over the channels of an (N, H, W, C) tensor: the block's norm where `norm="batch"`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (N, H, W, C) <-> (N, C, H, W)
+
+
 class GRN(nn.Module):
     """Global Response Normalization (ConvNeXt V2) on a channels-last (N, H, W, C) tensor.
 

@@ -48,6 +48,25 @@ class Range:
         return value
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A value from a fixed set (a model option's names or sizes), with Range's check and parse."""
+    values: tuple
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+    def check(self, name: str, value) -> None:
+        if value is not None and value not in self.values:
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def parse(self, text: str):
+        for value in self.values:
+            if str(value) == text:
+                return value
+        raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text}")
+
+
 COUNT = Range(int, low=1)  # epochs, batch sizes, steps, top-k, ...
 NON_NEGATIVE_INT = Range(int, low=0)  # workers, seeds
 POSITIVE = Range(float, low=0, low_open=True)  # learning rates, clipping norms

@@ -222,6 +222,8 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
         in_chans, mean, std = 1, (0.5,), (0.5,)
     elif scenes_named(data):
         train, val, names = _scenes(scenes_named(data), seed)
+        if val_split is not None:  # choosing a recipe: validate on held-out training images, not the test set
+            train, val = _held_out(train, val_split, seed)
         in_chans, (mean, std) = 3, normalisation or (IMAGENET_MEAN, IMAGENET_STD)
     elif is_hub_data(data) or is_shards(data):
         train, val, names = _other_source(data, seed, val_split, on_bad_image, skipped, unlabelled, columns)

@@ -7,12 +7,14 @@ at `lr_base_batch` and scaled linearly to the effective batch (batch x processes
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ..runtime.ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Range
+from ..models.convnext import NORMS, PATCH_SIZES, STEMS
+from ..runtime.ranges import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, SHARE, Choice, Range
 from .optim import OPTIMIZERS, SCHEDULES
 
 MAGNITUDE = Range(int, low=0, high=30)  # torchvision's RandAugment has 31 magnitude bins
 DROP_RATE = Range(float, low=0, high=1, high_open=True)
 DECAY = Range(float, low=0, high=1, low_open=True, high_open=True)
+CHOICE_OF_STEM, CHOICE_OF_PATCH, CHOICE_OF_NORM = Choice(STEMS), Choice(PATCH_SIZES), Choice(NORMS)
 
 
 def option(default, help: str, valid: Range | None = None):
@@ -93,6 +95,11 @@ class ClassifyRecipe(Recipe):
                                        NON_NEGATIVE)
     head_init_scale: float = option(1.0, "head weight scale at init (0.001 to fine-tune)", POSITIVE)
     crop_pct: float = option(0.875, "eval: resize to input_size / crop_pct, then centre-crop", SHARE)
+    stem: str | None = option(None, "the stem: patch (the paper's) or overlap (two 3x3 convolutions); None: the "
+                                    "model's own", CHOICE_OF_STEM)
+    patch_size: int | None = option(None, "the stem's stride: 4 (the paper's), or 2 or 1 for small inputs; None: the "
+                                          "model's own", CHOICE_OF_PATCH)
+    norm: str | None = option(None, "the body's norm: layer (the paper's) or batch; None: the model's own", CHOICE_OF_NORM)
 
 
 @dataclass(frozen=True)

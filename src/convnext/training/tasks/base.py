@@ -29,6 +29,9 @@ MODEL_FIELDS = {
     "drop_path": ("drop_path_rate", "drop path", (0.0,)),
     "layer_scale": ("layer_scale_init_value", "layer scale", (None, 0.0)),
     "head_init_scale": ("head_init_scale", "classifier head", (1.0,)),
+    "stem": ("stem", "stem option", (None, "patch")),
+    "patch_size": ("patch_size", "patch size option", (None, 4)),
+    "norm": ("norm", "norm option", (None, "layer")),
 }
 
 
@@ -41,7 +44,9 @@ def build_network(recipe: Recipe, fields: tuple[str, ...], **options) -> nn.Modu
         if keyword in accepted and value is not None:
             options[keyword] = value
         elif keyword not in accepted and value not in neutral:
-            raise TrainingError(f"--{name.replace('_', '-')} {value:g}: {recipe.model} has no {what} to set")
+            raise TrainingError(f"--{name.replace('_', '-')} {value:g}: {recipe.model} has no {what} to set"
+                                if isinstance(value, float) else
+                                f"--{name.replace('_', '-')} {value}: {recipe.model} has no {what} to set")
     try:
         return create_model(recipe.model, **options)
     except ValueError as error:  # an option the builder refuses for this model: named as the flag

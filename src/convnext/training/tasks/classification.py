@@ -40,7 +40,7 @@ class Classification(Task):
 
     def start_network(self) -> nn.Module:
         # A new head keeps the model's own init, already scaled by head_init_scale (0.001 to fine-tune).
-        return build_network(self.recipe, ("drop_path", "layer_scale", "head_init_scale"),
+        return build_network(self.recipe, ("drop_path", "layer_scale", "head_init_scale", "stem", "patch_size", "norm"),
                              num_classes=len(self.data.class_names), in_chans=self.data.in_chans)
 
     def build_model(self, network: nn.Module) -> nn.Module:
