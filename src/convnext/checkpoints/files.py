@@ -213,6 +213,19 @@ def _peer_state(model: nn.Module, fmt: str) -> StateDict:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
+# Model options beyond the paper's (models/convnext.py): the peers' builders make the paper's stem and
+# LayerNorm, so their files cannot say that a model had another; ours (model.json) can.
+PAPER_OPTIONS = {"stem": "patch", "patch_size": 4, "norm": "layer"}
+
+
+def _check_peer_holds(model: nn.Module, fmt: str) -> None:
+    beyond = {k: v for k, v in getattr(model, "model_overrides", {}).items()
+              if k in PAPER_OPTIONS and v != PAPER_OPTIONS[k]}
+    if beyond:
+        raise CheckpointError(f"the {fmt} format holds the paper's patchify stem and LayerNorm; this model has "
+                              f"{', '.join(f'{k}={v}' for k, v in beyond.items())}: keep it in our format (--to ours)")
+
+
 def write_checkpoint(model: nn.Module, destination: str | Path, fmt: str, class_names: list[str] | None = None) -> Path:
     """Write `model`'s weights in a peer's format, atomically, as the peer's own loaders expect them.
 
@@ -223,6 +236,7 @@ def write_checkpoint(model: nn.Module, destination: str | Path, fmt: str, class_
     `timm.create_model("local-dir:DIR", pretrained=True)` (config.json with its pretrained_cfg).
     """
     destination = Path(destination)
+    _check_peer_holds(model, fmt)
     state = _peer_state(model, fmt)
     folder_configs = {}
     if fmt == "hf":

@@ -66,6 +66,14 @@ class TransformedSubset(Dataset):
         return (self.transform(image) if self.transform else image), label
 
 
+def subset(dataset: Dataset, indices: list[int]) -> Dataset:
+    """Some samples of a dataset; in-memory images stay in memory (the batched crop and flip take them)."""
+    if isinstance(dataset, TensorImages) and dataset.transform is None:
+        chosen = torch.tensor(indices, dtype=torch.long)
+        return TensorImages(dataset.images[chosen], dataset.labels[chosen])
+    return TransformedSubset(dataset, indices)
+
+
 class EpochSampler(Sampler[int]):
     """This process's share of a seeded per-epoch permutation, resumable from any batch.
 
@@ -170,7 +178,7 @@ def _sample(dataset: Dataset, size: int, seed: int) -> Dataset:
     if size >= len(dataset):
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    return TransformedSubset(dataset, sorted(order[:size]))
+    return subset(dataset, sorted(order[:size]))
 
 
 def _fit_size(dataset: Dataset) -> int:
@@ -187,7 +195,7 @@ def _held_out(tree: Dataset, val_split: float | None, seed: int) -> tuple[Datase
         raise DataError(f"--val-split must be between 0 and 1, got {share}")
     order = torch.randperm(len(tree), generator=torch.Generator().manual_seed(seed)).tolist()
     cut = max(1, int(len(tree) * share))
-    return TransformedSubset(tree, order[cut:]), TransformedSubset(tree, order[:cut])
+    return subset(tree, order[cut:]), subset(tree, order[:cut])
 
 
 def _other_source(data: str, seed: int, val_split: float | None, on_bad_image: str, skipped: list[str],

@@ -83,9 +83,13 @@ def write_int8(model: nn.Module, batches: list[torch.Tensor], path: Path, size: 
 
 
 def runner(path: Path):
-    """images -> logits through ExecuTorch's runtime, one image at a time (the program takes batch 1)."""
+    """images -> logits through ExecuTorch's runtime on PyTorch's thread count, one image at a time (the
+    program takes batch 1)."""
     import executorch.kernels.quantized  # noqa: F401  (registers the INT8 programs' out-variant kernels)
+    from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
+
+    portable_lib._unsafe_reset_threadpool(torch.get_num_threads())  # XNNPACK on PyTorch's thread count, as the others
 
     data = Path(path).read_bytes()  # the program points into these bytes: they live as long as the runner
     program = Runtime.get().load_program(data)
