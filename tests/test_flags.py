@@ -55,6 +55,9 @@ REFUSED = {
     # our file read as another format's names
     ("convert", "--from hf-upernet"): "no rule maps parameter 'head.weight'",
     **{("convert", f"--from {fmt}"): f"{fmt} checkpoint lacks its head or stem" for fmt in ("hf", "torchvision", "timm")},
+    # LiteRT's converter has an environment of its own (tests/test_edge_export.py converts there)
+    ("export", "--format tflite"): "needs litert-torch: pip install 'convnext[tflite]'",
+    **{(command, "--backend litert"): "needs litert-torch" for command in ("eval", "predict", "serve")},
 }
 
 
@@ -114,7 +117,8 @@ COMPANIONS = {
                                                 "1", "--batch-size", "8", "--epochs", "1", "--output-dir", str(out)],
     ("bench", "--int8"): lambda place, out: ["--backend", "onnxruntime"],
     **{("export", "--format", fmt): lambda place, out, suffix=suffix: ["--output", str(out / f"model.{suffix}")]
-       for fmt, suffix in {"onnx": "onnx", "openvino": "xml", "torchscript": "pt", "exported-program": "pt2"}.items()},
+       for fmt, suffix in {"onnx": "onnx", "openvino": "xml", "torchscript": "pt", "exported-program": "pt2",
+                           "executorch": "pte", "tflite": "tflite", "coreml": "mlpackage"}.items()},
 }
 
 

@@ -138,6 +138,10 @@ PROBES = {
     "proposals": (100, lambda loop, mp: loop.model.rpn._post_nms_top_n["training"], lambda v, loop: v),
     "head_width": (32, lambda loop, mp: loop.model.backbone.out_channels if hasattr(loop.model.backbone, "fpn")
                    else loop.model.decode_head.classifier.in_channels, lambda v, loop: v),
+    "stem": ("overlap", lambda loop, mp: type(loop.model.downsample_layers[0][1]).__name__, lambda v, loop: "GELU"),
+    "patch_size": (2, lambda loop, mp: loop.model.downsample_layers[0][0].stride, lambda v, loop: (v, v)),
+    "norm": ("batch", lambda loop, mp: type(loop.model.stages[0][0].norm).__name__,
+             lambda v, loop: "BatchNormChannelsLast"),
     "scale_jitter": (1.5, lambda loop, mp: f"max_size={round(1.5 * loop.recipe.input_size)}," in transform_text(loop),
                      lambda v, loop: True),
 }
@@ -148,6 +152,10 @@ REFUSED = {
     ("roadmap r200 step", "layer_scale"): "roadmap_r200_03_patchify_stem has no layer scale",
     ("roadmap small step", "layer_scale"): "roadmap_small_05_width has no layer scale",
     ("fcmae", "layer_decay"): "--layer-decay 0.5: layer-wise lr decay is for fine-tuning",
+    **{(kind, name): f"--{name.replace('_', '-')} {value}: {model} has no {what} option"
+       for kind, model in (("isotropic", "convnext_isotropic_test"), ("roadmap r50 last step", "roadmap_r50_13_separate_downsampling"),
+                           ("roadmap r200 step", "roadmap_r200_03_patchify_stem"), ("roadmap small step", "roadmap_small_05_width"))
+       for name, value, what in (("stem", "overlap", "stem"), ("patch_size", 2, "patch size"), ("norm", "batch", "norm"))},
 }
 CASES = [(kind, f.name) for kind, (task, preset, *_) in KINDS.items() for f in dataclasses.fields(preset)
          if f.name != "model"]
