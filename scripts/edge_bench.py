@@ -1,7 +1,7 @@
 """Batch-1 latency of the on-device files against our PyTorch and the server engines, on one and on two
 threads, in one run on this CPU; file sizes beside them.
 
-    python scripts/edge_bench.py --models convnext_atto,convnext_femto,convnext_tiny --json docs/bench/edge-zen4.json
+    python scripts/edge_bench.py --models convnext_atto,convnext_femto,convnext_tiny --json docs/bench/edge-latency-zen4.json
 
 Per model (random weights from seed 0; speed does not depend on them) at the size its preprocessing
 says (224²): our PyTorch (accelerated; optimized = folded + accelerated), ONNX Runtime and OpenVINO in
