@@ -112,9 +112,9 @@ def main() -> None:
                 print(f"{name}, {threads} thread(s): " + ", ".join(f"{k} {v:.1f} ms" for k, v in medians.items()), flush=True)
                 del built
             report["models"][name] = entry
+            if args.json:  # after every model: a crash later keeps what was measured
+                Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

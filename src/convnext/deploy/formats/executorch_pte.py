@@ -101,8 +101,12 @@ def signature(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(input shape, output shape) of the program's forward, read without running it."""
     from executorch.runtime import Runtime
 
-    meta = Runtime.get().load_program(Path(path).read_bytes()).metadata("forward")
-    return tuple(meta.input_tensor_meta(0).sizes()), tuple(meta.output_tensor_meta(0).sizes())
+    data = Path(path).read_bytes()  # the program reads these bytes in place: keep them while it lives
+    program = Runtime.get().load_program(data)
+    meta = program.metadata("forward")
+    shapes = tuple(meta.input_tensor_meta(0).sizes()), tuple(meta.output_tensor_meta(0).sizes())
+    del program, data
+    return shapes
 
 
 def version() -> str:
