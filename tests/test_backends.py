@@ -31,12 +31,12 @@ def test_the_dev_environment_has_every_engine_but_litert_s_converter():
     assert set(BACKENDS) - set(AVAILABLE) == {"litert"}
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "executorch"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])  # ExecuTorch, LiteRT: tests/test_edge_export.py
 @pytest.mark.parametrize("name", ["convnext_test", "convnextv2_test", "convnext_isotropic_test"])
 def test_each_backend_computes_pytorchs_logits(backend, name):
     model = randomised(name, num_classes=7).eval()
     engine = on_backend(model, backend, size=64)
-    for batch in (1, 3):  # a dynamic batch (ExecuTorch's batch-1 program: image by image)
+    for batch in (1, 3):  # a dynamic batch
         x = torch.randn(batch, 3, 64, 64)
         with torch.no_grad():
             assert max_abs_diff(engine(x), model(x)) < TOLERANCE

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .keymaps import (
-    FORMATS,
+    CHECKPOINT_FORMATS,
     MARKERS,
     PEER_LAYOUTS,
     RESNET_TORCHVISION_RULES,
@@ -44,15 +44,15 @@ def detect_format(state: Mapping[str, torch.Tensor]) -> str:
         if any(marker.search(k) for k in state):
             return fmt
     sample = ", ".join(list(state)[:3]) or "no tensors"
-    raise CheckpointError(f"not a ConvNeXt checkpoint in any known format ({', '.join(FORMATS)}); first keys: {sample}")
+    raise CheckpointError(f"not a ConvNeXt checkpoint in any known format ({', '.join(CHECKPOINT_FORMATS)}); first keys: {sample}")
 
 
 def rules_for(fmt: str, arch: str, conv_mlp: bool = False) -> list[Rule] | None:
     """The rule table from our names to `fmt`, or None for the official format (our own names)."""
     if fmt == "official":
         return None
-    if fmt not in FORMATS:
-        raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if fmt not in CHECKPOINT_FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(CHECKPOINT_FORMATS)}")
     if arch not in PEER_LAYOUTS[fmt]:
         raise CheckpointError(f"the {fmt} format has no {LAYOUT_NAMES.get(arch, arch)} model "
                               f"(it holds {', '.join(LAYOUT_NAMES[a] for a in PEER_LAYOUTS[fmt])}); "

@@ -135,4 +135,4 @@ MARKERS = {
     "timm": re.compile(r"^stem\.0\.weight$"),
     "official": re.compile(r"^(downsample_layers\.0\.0\.weight|stem\.weight)$"),
 }
-FORMATS = tuple(MARKERS)
+CHECKPOINT_FORMATS = tuple(MARKERS)

@@ -15,13 +15,13 @@ such model is refused in one line. The destination is written atomically.
 import argparse
 
 from ..runtime.atomic import atomic_file
-from ..checkpoints.convert import FORMATS
+from ..checkpoints.convert import CHECKPOINT_FORMATS
 from ..checkpoints.dense import DENSE_FORMAT, dense_state, is_upernet, load_dense, save_dense
 from ..checkpoints.files import open_checkpoint, write_checkpoint
 from ..checkpoints.weights import load_weights, save_pretrained
 from ..runtime.ranges import COUNT
 
-TARGETS = ("ours", *FORMATS)
+TARGETS = ("ours", *CHECKPOINT_FORMATS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("destination", help="folder (ours, hf; timm without a file suffix, for timm's "
                                             "local-dir: loader) or file (official, torchvision, timm .pth/.safetensors)")
     parser.add_argument("--to", required=True, choices=TARGETS, help="format to write")
-    parser.add_argument("--from", dest="source_format", default="auto", choices=("auto", *FORMATS),
+    parser.add_argument("--from", dest="source_format", default="auto", choices=("auto", *CHECKPOINT_FORMATS),
                         help="source format (default: detected from the keys)")
     parser.add_argument("--model", default=None,
                         help="model name or family (convnext, convnextv2, isotropic, roadmap); default: the "

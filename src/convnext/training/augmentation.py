@@ -85,8 +85,10 @@ class BatchedCropFlip(Dataset):
     weights). For the built-in digits, per-sample transforms cost about a third of a CPU demo run.
     """
 
-    def __init__(self, images: Dataset, crop: v2.RandomResizedCrop, hflip: float, mean, std, seed: int):
+    def __init__(self, images: Dataset, crop: v2.RandomResizedCrop, hflip: float, mean, std, seed: int,
+                 transform=None):
         self.images, self.crop, self.hflip, self.seed, self.epoch = images, crop, hflip, seed, 0
+        self.transform = transform  # the per-sample transform this computes a batch at a time (as documentation)
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
         self.std = torch.tensor(std).view(1, -1, 1, 1)
 

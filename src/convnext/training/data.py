@@ -263,8 +263,8 @@ def build_data(data: str, recipe: Recipe, seed: int = 0, val_split: float | None
     size = recipe.input_size or _fit_size(train)
     val = TransformedSubset(val, list(range(len(val))), eval_transform(size, mean, std, recipe.crop_pct))
     if isinstance(train, TensorImages) and recipe.randaugment is None and not recipe.reprob:  # batched
-        crop = train_transform(recipe, size, mean, std).transforms[1]
-        train = BatchedCropFlip(train, crop, recipe.hflip, mean, std, seed)
+        transform = train_transform(recipe, size, mean, std)
+        train = BatchedCropFlip(train, transform.transforms[1], recipe.hflip, mean, std, seed, transform)
         val = TensorImages(torch.stack([image for image, _ in val]), val.dataset.labels)  # transformed once
     else:
         train = SeededAugmentation(train, train_transform(recipe, size, mean, std), seed)

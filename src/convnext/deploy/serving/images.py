@@ -7,7 +7,7 @@ from PIL import Image
 
 # Pillow is asked to try only these (the FITS gzip bomb, GHSA-whj4-6x5x-4v2j, came through a format
 # nobody meant to accept); the media types are what browsers and curl send for them.
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/webp", "image/bmp", "image/x-ms-bmp", "image/gif"}
 MAX_PIXELS = 40_000_000  # below Pillow's own bomb limit (89 M warns, 179 M raises)
 
@@ -23,7 +23,7 @@ def decode(data: bytes, mode: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(f"image has {width}x{height} pixels, more than the {max_pixels:,} accepted")
@@ -32,7 +32,7 @@ def decode(data: bytes, mode: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except BadImage:
         raise
     except Image.UnidentifiedImageError:
-        raise BadImage(f"not a readable image (accepted: {', '.join(FORMATS)})") from None
+        raise BadImage(f"not a readable image (accepted: {', '.join(IMAGE_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage("image has too many pixels (decompression bomb)") from None
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files

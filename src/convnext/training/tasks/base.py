@@ -4,6 +4,7 @@ that starting weights load into, its loss, its validation score, and the files i
 Everything else (the steps, checkpoints and resume, signals, DDP, EMA, autocast, metrics.csv and the
 curves) is the loop's, written once for every task.
 """
+import re
 from pathlib import Path
 
 import torch
@@ -51,8 +52,8 @@ def build_network(recipe: Recipe, fields: tuple[str, ...], **options) -> nn.Modu
         return create_model(recipe.model, **options)
     except ValueError as error:  # an option the builder refuses for this model: named as the flag
         message = str(error)
-        for name in fields:
-            message = message.replace(MODEL_FIELDS[name][0], f"--{name.replace('_', '-')}")
+        for name in fields:  # whole words: "stem" is also the end of "roadmap_..._patchify_stem"
+            message = re.sub(rf"\b{MODEL_FIELDS[name][0]}\b", f"--{name.replace('_', '-')}", message)
         raise TrainingError(message) from None
 
 
