@@ -13,6 +13,7 @@ warm-up, in rotated order over `--rounds`; the median is reported, with the spee
 PyTorch (accelerated) in the same round.
 """
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -68,11 +69,11 @@ def latency_ms(run, x: torch.Tensor, iters: int) -> float:
     return (time.perf_counter() - start) / iters * 1e3
 
 
-def contenders(name: str, paths: dict[str, Path]) -> dict:
+def contenders(paths: dict[str, Path]) -> dict:
     """Every contender built on the current thread count (the engines read it when they are made)."""
     model = convnext.load_pretrained(paths["onnx"].parent / "w").eval()
-    found = {"pytorch reference": model, "pytorch accelerated": convnext.accelerate(convnext.load_pretrained(
-        paths["onnx"].parent / "w").eval()), "pytorch optimized": optimize_for_inference(model)}
+    found = {"pytorch reference": model, "pytorch accelerated": convnext.accelerate(copy.deepcopy(model)),
+             "pytorch optimized": optimize_for_inference(model)}
     found["onnxruntime"] = on_backend(model, "onnxruntime")
     found["openvino"] = on_backend(model, "openvino")
     for key in ("openvino int8", "executorch", "executorch int8", "litert", "litert int8"):
@@ -99,7 +100,7 @@ def main() -> None:
             x = torch.randn(1, 3, 224, 224)
             for threads in map(int, args.threads.split(",")):
                 torch.set_num_threads(threads)
-                built = contenders(name, paths)
+                built = contenders(paths)
                 times = {key: [] for key in built}
                 keys = list(built)
                 for r in range(args.rounds):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.export import export, export_int8
+from ..deploy.export import export, export_int8, int8_format
 from ..deploy.formats import FORMATS, format_named
 from ..deploy.inference import optimize_for_inference
 from ..runtime.ranges import COUNT
@@ -39,10 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fmt = format_named(args.format)
+    fmt = int8_format(args.format) if args.int8 else format_named(args.format)
     if Path(args.output).is_dir() and fmt.suffix != ".mlpackage":
         raise ValueError(f"--output {args.output} is a folder; give the file to write")
-    if args.int8 and fmt.int8 and fmt.int8_calibrated and not args.calibration_data:
+    if args.int8 and fmt.int8_calibrated and not args.calibration_data:
         raise ValueError(f"--format {fmt.name} --int8 is calibrated on your images: give --calibration-data")
     fmt.require()  # before the weights are read: a missing engine is one line
     model = load_model(args)
@@ -69,9 +69,6 @@ def write_int8(model, args: argparse.Namespace) -> int:
     from ..training.data import build_eval_data
 
     fmt = format_named(args.format)
-    if fmt.int8 is None:
-        raise ValueError(f"--int8 is offered for --format {', '.join(n for n, f in FORMATS.items() if f.int8)}, "
-                         f"not {fmt.name}")
     if fmt.name in ("onnx", "openvino"):
         from ..deploy.quantize import require_quantizer
 

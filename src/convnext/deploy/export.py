@@ -12,15 +12,13 @@ wrote it, so the file can be used on its own: eval, predict, serve and bench tak
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..checkpoints.preprocessing import data_config
-from ..runtime.atomic import atomic_file
+from ..runtime.atomic import atomic_dir, atomic_file
 from .compiled import Compiled
 from .formats import FORMATS, Format, format_named, format_of_file
 
@@ -57,22 +55,6 @@ def sidecar(model: nn.Module, fmt: Format | None = None, int8: bool = False) -> 
 
 
 @contextlib.contextmanager
-def _folder_in_place(output: Path):
-    """A temporary folder that replaces the folder `output` (an .mlpackage) when the block succeeds."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    written = staging / output.name
-    try:
-        yield written
-        if output.exists():
-            old = staging / "old"
-            os.replace(output, old)
-        os.replace(written, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextlib.contextmanager
 def exported_file(output: Path, fmt: Format):
     """The path to write `output` in format `fmt` to; it takes `output`'s place when the block ends
     without an error (an OpenVINO IR: its weights `.bin` first, then the `.xml`; an .mlpackage folder
@@ -80,8 +62,8 @@ def exported_file(output: Path, fmt: Format):
     if output.suffix != fmt.suffix and (fmt.backend or fmt.suffix == ".mlpackage"):  # read by their suffix
         extra = " (its weights go beside it as NAME.bin)" if fmt.name == "openvino" else ""
         raise ValueError(f"--format {fmt.name} writes NAME{fmt.suffix}{extra}: got --output {output}")
-    if fmt.suffix == ".mlpackage":
-        with _folder_in_place(output) as written:
+    if fmt.suffix == ".mlpackage":  # a folder
+        with atomic_dir(output) as written:
             yield written
         return
     with atomic_file(output) as tmp:
@@ -132,13 +114,19 @@ def export(model: nn.Module, output: str | Path, fmt: str, dynamic_batch: bool =
     return checks
 
 
-def export_int8(model: nn.Module, output: str | Path, fmt: str, calibration: list[torch.Tensor]) -> list[str]:
-    """Write `model` quantized to INT8 as `fmt` (calibrated on `calibration`, batches of preprocessed
-    images, where the format's INT8 is calibrated); returns the writer's notes."""
+def int8_format(fmt: str) -> Format:
+    """The format named, if it has an INT8 writer; else a one-line error naming those that have."""
     chosen = format_named(fmt)
     if chosen.int8 is None:
         offered = ", ".join(name for name, f in FORMATS.items() if f.int8)
         raise ValueError(f"--int8 is offered for --format {offered}, not {fmt}")
+    return chosen
+
+
+def export_int8(model: nn.Module, output: str | Path, fmt: str, calibration: list[torch.Tensor]) -> list[str]:
+    """Write `model` quantized to INT8 as `fmt` (calibrated on `calibration`, batches of preprocessed
+    images, where the format's INT8 is calibrated); returns the writer's notes."""
+    chosen = int8_format(fmt)
     chosen.require()
     output = Path(output)
     with exported_file(output, chosen) as written:

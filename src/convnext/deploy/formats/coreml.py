@@ -9,6 +9,8 @@ op selector on `compute_precision`), which `float32_ops` reads back from the con
 predicts only on macOS (apple/coremltools#2658), so here a file is converted and its spec checked, never
 run.
 """
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +37,10 @@ def _convert(model: nn.Module, x: torch.Tensor):
 def write(model: nn.Module, path: Path, x: torch.Tensor, dynamic_batch: bool) -> list[str]:
     """The model as an ML program package (a folder); returns what ran in which precision."""
     converted = _convert(model, x)
-    converted.save(str(path))
+    with tempfile.TemporaryDirectory(prefix="convnext-coreml-") as folder:  # coremltools names the package itself
+        package = Path(folder) / "model.mlpackage"
+        converted.save(str(package))
+        shutil.copytree(package, path, dirs_exist_ok=True)  # into the folder that takes `path`'s place
     kept = precisions(converted.get_spec())
     return ["float32: " + ", ".join(f"{op} x{n}" for op, n in sorted(kept["float32"].items())),
             "float16: " + ", ".join(f"{op} x{n}" for op, n in sorted(kept["float16"].items())),

@@ -59,19 +59,22 @@ def _interpreter(path: Path):
 
 def runner(path: Path):
     """images -> logits through the LiteRT interpreter (XNNPACK) on PyTorch's thread count."""
+    import numpy as np
+
     interpreter = _interpreter(path)
     run = interpreter.get_signature_runner()
     (name,) = run.get_input_details()
 
     def forward(x: torch.Tensor):
         outputs = [next(iter(run(**{name: image[None].numpy()}).values())) for image in x.contiguous()]
-        return torch.from_numpy(__import__("numpy").concatenate(outputs))
+        return torch.from_numpy(np.concatenate(outputs))
     return forward
 
 
 def signature(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
     interpreter = _interpreter(path)
-    return (tuple(interpreter.get_input_details()[0]["shape"]), tuple(interpreter.get_output_details()[0]["shape"]))
+    return (tuple(map(int, interpreter.get_input_details()[0]["shape"])),
+            tuple(map(int, interpreter.get_output_details()[0]["shape"])))
 
 
 def version() -> str:
